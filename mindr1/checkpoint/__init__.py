@@ -1,0 +1,1 @@
+"""mindr1.checkpoint."""
