@@ -161,3 +161,33 @@ def gather_vocab_parallel(logits_BSV: torch.Tensor, vocab_size: int) -> torch.Te
 
     full = gather_from_tensor_model_parallel_region(logits_BSV)
     return full[..., :vocab_size]
+
+
+def mask_padded_vocab(logits_BSV: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Set the logits of padded vocabulary rows to -inf on this TP rank's slice.
+
+    Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by * TP``; the padded
+    rows would otherwise take part in the softmax, so losses and log-probs would depend on TP and
+    differ from HF transformers and the rollout engine.
+    """
+    from megatron.core import parallel_state as ps
+
+    local = logits_BSV.shape[-1]
+    start = ps.get_tensor_model_parallel_rank() * local
+    n_real = max(0, min(local, vocab_size - start))
+    if n_real == local:
+        return logits_BSV
+    return torch.cat([logits_BSV[..., :n_real],
+                      torch.full_like(logits_BSV[..., n_real:], float("-inf"))], dim=-1)
+
+
+def vocab_parallel_logprobs(logits_BSV: torch.Tensor, labels_BS: torch.Tensor, vocab_size: int,
+                            temperature: float = 1.0) -> torch.Tensor:
+    """log p(label) from vocab-parallel logits (padded rows excluded), differentiable, fp32."""
+    from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
+
+    logits = logits_BSV.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logits = mask_padded_vocab(logits, vocab_size)
+    return -vocab_parallel_cross_entropy(logits, labels_BS)

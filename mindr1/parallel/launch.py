@@ -7,6 +7,7 @@ deadline, so nothing waits forever.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import socket
 import traceback
@@ -33,7 +34,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
     try:
         init_distributed(timeout_s=timeout_s)
         out = fn(rank, world_size, *args)
-        results.put((rank, "ok", out))
+        # Plain pickle copies tensors into the bytes; the queue's own pickler would share their
+        # memory with this process, which is gone by the time the parent reads.
+        results.put((rank, "ok", pickle.dumps(out)))
     except BaseException:  # report every failure, including SystemExit, to the parent
         results.put((rank, "error", traceback.format_exc()))
     finally:
@@ -82,7 +85,7 @@ def spawn(fn: Callable, world_size: int, *args: Any, timeout_s: float = 600, thr
                 continue
             if status == "error":
                 raise LaunchError(f"rank {rank} failed:\n{value}")
-            out[rank] = value
+            out[rank] = pickle.loads(value)
     finally:
         for p in procs:
             p.join(timeout=10)

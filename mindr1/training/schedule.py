@@ -2,7 +2,9 @@
 
 One small layer over ``get_forward_backward_func``: a micro-batch is a dict of tensors
 (``tokens``, ``position_ids``, ``labels``, ``loss_mask``, optional ``attention_mask``) and a loss
-function turns the last stage's output into ``(loss, num_tokens, metrics)``. Losses are
+function turns the last stage's vocab-parallel logits ``(B, S, V/TP)`` into
+``(loss, num_tokens, metrics)``. The loss is computed here rather than inside GPTModel so that
+padded vocabulary rows can be excluded from the softmax (see ``models.megatron.mask_padded_vocab``). Losses are
 normalised by a global valid-token count passed in by the caller, never by the number of
 micro-batches, so results do not change with micro-batch size, accumulation or DP size
 (the TransformerConfig is built with ``calculate_per_token_loss=True`` so the schedule does not
@@ -18,10 +20,13 @@ import torch
 LossFn = Callable[[torch.Tensor, dict], tuple]
 
 
-def token_loss_sum(output_BS: torch.Tensor, batch: dict, global_valid_tokens: float) -> tuple:
+def token_loss_sum(logits_BSV: torch.Tensor, batch: dict, global_valid_tokens: float, vocab_size: int) -> tuple:
     """SFT loss: per-token cross entropy summed over ``loss_mask``, divided by the global valid-token count."""
-    mask_BS = batch["loss_mask"].to(output_BS.dtype)
-    loss_sum = (output_BS.float() * mask_BS).sum()
+    from mindr1.models.megatron import vocab_parallel_logprobs
+
+    logp_BS = vocab_parallel_logprobs(logits_BSV, batch["labels"], vocab_size)
+    mask_BS = batch["loss_mask"].to(logp_BS.dtype)
+    loss_sum = -(logp_BS * mask_BS).sum()
     n_tokens = mask_BS.sum().detach()
     loss = loss_sum / global_valid_tokens
     return loss, n_tokens.to(torch.int), {"loss_sum": loss_sum.detach(), "tokens": n_tokens}
@@ -31,8 +36,7 @@ def _call_loss(loss_fn, output, batch):
     return loss_fn(output, batch)
 
 
-def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn, forward_only: bool = False,
-                 with_labels: bool = True) -> list:
+def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn, forward_only: bool = False) -> list:
     """Run the schedule over ``micro_batches``; returns the loss functions' metrics (last stage only).
 
     Every stage must be given micro-batches of the same shapes (first stage uses tokens, last stage
@@ -56,8 +60,7 @@ def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn,
 
     def step(data_iterator, model):
         batch = next(data_iterator)
-        output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"),
-                       labels=batch["labels"] if with_labels else None)
+        output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"))
         return output, partial(_call_loss, loss_fn, batch=batch)
 
     return forward_backward(
