@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 KINDS = ("cuda", "npu", "cpu")
+_PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0,
+                     "L40S": 362.0, "910B": 313.0, "910C": 376.0}
 _DIST_BACKEND = {"cuda": "nccl", "npu": "hccl", "cpu": "gloo"}
 
 
@@ -93,6 +95,16 @@ class Accelerator:
     def default_dtype(self) -> torch.dtype:
         """fp32 on CPU (exact parity tests), bf16 on accelerators."""
         return torch.float32 if self.is_cpu else torch.bfloat16
+
+    def peak_tflops(self, dtype: torch.dtype) -> float | None:
+        """Dense peak TFLOP/s of one device for MFU (bf16/fp16), None when unknown or on CPU."""
+        if self.is_cpu or dtype not in (torch.bfloat16, torch.float16):
+            return None
+        name = self.module.get_device_name()
+        for key, tflops in _PEAK_BF16_TFLOPS.items():
+            if key in name:
+                return tflops
+        return None
 
     def visible_devices_env(self) -> str:
         return {"cuda": "CUDA_VISIBLE_DEVICES", "npu": "ASCEND_RT_VISIBLE_DEVICES"}.get(self.kind, "")

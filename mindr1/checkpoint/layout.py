@@ -1,0 +1,183 @@
+"""The Megatron-LM checkpoint layout (what ``--load`` reads and ``--save`` writes), as plain file I/O.
+
+::
+
+    DIR/latest_checkpointed_iteration.txt          "release" or an iteration number
+    DIR/release/mp_rank_00/model_optim_rng.pt      PP=1: one folder per TP rank
+    DIR/iter_0000100/mp_rank_01_003/model_optim_rng.pt   PP>1: TP rank 1, PP rank 3
+
+Each ``model_optim_rng.pt`` is a ``torch.save`` dict with ``model`` (the rank's megatron-core
+state dict, layer numbers local to the PP stage), ``iteration``, ``checkpoint_version`` and
+``args``; optimizer and RNG state are optional. Writes are atomic (a temporary file renamed);
+reads use ``torch.load(weights_only=True)`` with only the globals that Megatron-LM checkpoints
+need allow-listed (see :func:`allowed_globals`), so a checkpoint cannot run code when loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+LATEST = "latest_checkpointed_iteration.txt"
+SHARD_FILE = "model_optim_rng.pt"
+RELEASE = "release"
+CHECKPOINT_VERSION = 3.0
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt or inconsistent; the message names the path."""
+
+
+def iteration_dir_name(iteration: int | str) -> str:
+    if iteration == RELEASE:
+        return RELEASE
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise CheckpointError(f"iteration must be 'release' or a non-negative int, got {iteration!r}")
+    return f"iter_{iteration:07d}"
+
+
+def shard_dir(root: str | Path, iteration: int | str, tp_rank: int, pp_rank: int, pp_size: int) -> Path:
+    """``root/{release|iter_%07d}/mp_rank_%02d`` (PP=1) or ``.../mp_rank_%02d_%03d`` (PP>1)."""
+    name = f"mp_rank_{tp_rank:02d}" if pp_size == 1 else f"mp_rank_{tp_rank:02d}_{pp_rank:03d}"
+    return Path(root) / iteration_dir_name(iteration) / name
+
+
+def shard_path(root: str | Path, iteration: int | str, tp_rank: int, pp_rank: int, pp_size: int) -> Path:
+    return shard_dir(root, iteration, tp_rank, pp_rank, pp_size) / SHARD_FILE
+
+
+def read_latest(root: str | Path) -> int | str:
+    """The iteration recorded in ``root/latest_checkpointed_iteration.txt`` (an int or 'release')."""
+    path = Path(root) / LATEST
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found; is {root} a Megatron checkpoint directory?")
+    text = path.read_text().strip()
+    if text == RELEASE:
+        return RELEASE
+    try:
+        return int(text)
+    except ValueError:
+        raise CheckpointError(f"{path}: expected 'release' or an iteration number, found {text[:40]!r}") from None
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_latest(root: str | Path, iteration: int | str) -> None:
+    """Atomically record ``iteration`` (validated) as the latest checkpoint of ``root``."""
+    iteration_dir_name(iteration)
+    _atomic_write_bytes(Path(root) / LATEST, f"{iteration}\n".encode())
+
+
+def save_shard(path: str | Path, state: dict, fsync: bool = True) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def allowed_globals(with_megatron: bool = False) -> list:
+    """Non-tensor globals found in Megatron-LM checkpoints: ``args`` is an ``argparse.Namespace``
+    (holding torch dtypes and, with ``with_megatron``, a few megatron-core enums), the RNG state
+    holds numpy arrays, transformer-engine's ``_extra_state`` may be a BytesIO."""
+    import numpy as np
+    allowed: list = [argparse.Namespace, io.BytesIO, np.ndarray, np.dtype]
+    core = getattr(np, "_core", None) or np.core
+    allowed.append(core.multiarray._reconstruct)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:  # numpy >= 1.25 pickles dtypes by their class
+        allowed += [getattr(dtypes, n) for n in ("UInt32DType", "Int64DType", "Float64DType", "Float32DType")
+                    if hasattr(dtypes, n)]
+    if with_megatron:
+        from megatron.core.enums import ModelType
+        from megatron.core.transformer.enums import AttnBackend
+        allowed += [ModelType, AttnBackend]
+    return allowed
+
+
+def _torch_load(path: Path, mmap: bool, with_megatron: bool):
+    with torch.serialization.safe_globals(allowed_globals(with_megatron)):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_shard(path: str | Path, mmap: bool = False) -> dict:
+    """Load one ``model_optim_rng.pt`` (or any torch file) safely on CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        try:
+            state = _torch_load(path, mmap, with_megatron=False)
+        except pickle.UnpicklingError as exc:
+            # megatron-core (a slow import) is loaded only for checkpoints that hold its enums.
+            if "GLOBAL megatron.core." not in str(exc):
+                raise
+            state = _torch_load(path, mmap, with_megatron=True)
+    except pickle.UnpicklingError as exc:
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if match is None:  # torch reports junk bytes as an unpickling failure too
+            raise CheckpointError(f"{path}: corrupt or truncated checkpoint file (not a torch pickle: "
+                                  f"{_last_line(exc)})") from None
+        raise CheckpointError(f"{path}: refused to unpickle: it needs the global {match.group(1)}, which "
+                              "Megatron checkpoints do not use (loading it could run code). Re-save the file "
+                              "with plain tensors and dicts") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint file ({type(exc).__name__}: "
+                              f"{_last_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(state).__name__}")
+    return state
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("Check the doc")]
+    return lines[-1][:200] if lines else type(exc).__name__
+
+
+def checkpoint_args(state: dict) -> dict:
+    """``state['args']`` as a plain dict (mindr1 writes a dict, Megatron-LM a Namespace)."""
+    args = state.get("args")
+    if isinstance(args, argparse.Namespace):
+        return vars(args)
+    return dict(args or {})
+
+
+def load_model_shard(root: str | Path, tp_rank: int, tp_size: int, pp_rank: int, pp_size: int,
+                     iteration: int | str | None = None) -> dict:
+    """The ``model`` state dict of one (tp, pp) rank, reading only that rank's file.
+
+    Checks the topology recorded in ``args`` against the caller's, naming both.
+    """
+    iteration = read_latest(root) if iteration is None else iteration
+    path = shard_path(root, iteration, tp_rank, pp_rank, pp_size)
+    state = load_shard(path)
+    args = checkpoint_args(state)
+    saved = (args.get("tensor_model_parallel_size"), args.get("pipeline_model_parallel_size"))
+    if None not in saved and saved != (tp_size, pp_size):
+        raise CheckpointError(f"{path}: written for TP={saved[0]}, PP={saved[1]} but loading with TP={tp_size}, "
+                              f"PP={pp_size}; re-shard it with tools/convert_ckpt.py --load-model-type mg "
+                              "--save-model-type mg")
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path}: no 'model' state dict")
+    return state["model"]
