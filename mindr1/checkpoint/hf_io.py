@@ -126,6 +126,8 @@ def write_hf_safetensors(out_dir: Path, tensors: Iterable[tuple[str, torch.Tenso
     Returns the weight map.
     """
     files: list[tuple[Path, list[str]]] = []
+    umask = os.umask(0)
+    os.umask(umask)
     buffer: dict[str, torch.Tensor] = {}
     size = total = 0
 
@@ -133,6 +135,7 @@ def write_hf_safetensors(out_dir: Path, tensors: Iterable[tuple[str, torch.Tenso
         nonlocal buffer, size
         path = out_dir / f".part-{len(files):05d}.safetensors"
         save_file(buffer, str(path), metadata={"format": "pt"})
+        path.chmod(0o666 & ~umask)  # safetensors creates files 0600; an export is an ordinary file
         if fsync:
             _fsync_file(path)
         files.append((path, list(buffer)))

@@ -210,7 +210,7 @@ class ModelArch:
     def from_yaml(cls, name_or_path: str | Path) -> "ModelArch":
         """Load ``configs/model/<name>.yaml`` or a YAML path."""
         path = Path(name_or_path)
-        if not path.suffix:
+        if path.suffix not in (".yaml", ".yml"):  # a name, possibly with dots ("qwen25-0.5b")
             from mindr1.config.loader import CONFIGS_ROOT
             path = CONFIGS_ROOT / "model" / f"{name_or_path}.yaml"
         data = load_yaml_tree(path)
