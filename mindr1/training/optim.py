@@ -102,10 +102,10 @@ def build_scheduler(optimizer, settings: OptimSettings):
 
 def optimizer_step(optimizer, scheduler: Optional[object] = None, increment: int = 1) -> dict:
     """One optimizer step (grad clipping inside); advances the LR schedule. Returns metrics."""
+    lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
     ok, grad_norm, _zeros = optimizer.step()
     if scheduler is not None and ok:
         scheduler.step(increment=increment)
-    lr = optimizer.param_groups[0]["lr"]
     return {"update_ok": bool(ok), "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
             "lr": float(lr)}
 
