@@ -30,6 +30,10 @@ class Accelerator:
         return self.kind == "cpu"
 
     @property
+    def is_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+    @property
     def dist_backend(self) -> str:
         return _DIST_BACKEND[self.kind]
 

@@ -19,7 +19,7 @@ from mindr1.parallel.topology import Topology
 
 
 def _use_transformer_engine() -> bool:
-    if get_accelerator().kind != "cuda":
+    if not get_accelerator().is_cuda:
         return False
     try:
         import transformer_engine  # noqa: F401
