@@ -20,9 +20,12 @@ Ascend the MindSpeed adaptor is imported instead (:func:`apply_ascend`). What ch
    The real torch module and every other library are untouched.
 2. **The RNG-state helpers** ``tensor_parallel.random._{get,set}_cuda_rng_state`` index
    ``torch.cuda.default_generators``; they are replaced by the CPU generator's get/set.
-3. **Type-string checks.** The distributed optimizer, the mixed-precision optimizer and fp32
-   gradient clipping test ``param.type() == 'torch.cuda.FloatTensor'`` (and Half/BFloat16);
-   those functions are recompiled from their own source with the CPU type names.
+3. **Type-string checks and ``.cuda()`` calls.** The distributed optimizer, the mixed-precision
+   optimizer and fp32 gradient clipping test ``param.type() == 'torch.cuda.FloatTensor'`` (and
+   Half/BFloat16); with tied embeddings and PP > 1, ``LanguageModule.setup_embeddings_and_output_layer``
+   moves the shared weight with ``.cuda()`` before all-reducing it between the first and last
+   stage. Those functions are recompiled from their own source with the CPU type names and
+   ``.cuda()`` turned into ``.cpu()``.
 
 What is *not* adapted: ``sequence_parallel`` (needs transformer-engine/apex norms, a GPU
 option), CUDA graphs, fused kernels. Apply before building models: modules are patched in
@@ -152,6 +155,7 @@ _MODULES = (
     "megatron.core.transformer.transformer_block",
     "megatron.core.models.common.embeddings.rotary_pos_embedding",
     "megatron.core.models.gpt.gpt_model",
+    "megatron.core.models.common.language_module.language_module",
     "megatron.core.pipeline_parallel.schedules",
     "megatron.core.pipeline_parallel.p2p_communication",
     "megatron.core.distributed.distributed_data_parallel",
@@ -169,6 +173,8 @@ _TYPE_STRING_FUNCS = (
     ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32"),
     ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer._build_model_and_main_param_groups"),
     ("megatron.core.optimizer.optimizer", "Float16OptimizerWithFloat16Params.__init__"),
+    ("megatron.core.models.common.language_module.language_module",
+     "LanguageModule.setup_embeddings_and_output_layer"),
 )
 
 _applied = False
@@ -203,6 +209,7 @@ def _recompile_with_cpu_type_names(module_name: str, qualname: str) -> None:
     source = textwrap.dedent(inspect.getsource(func))
     for kind in ("FloatTensor", "HalfTensor", "BFloat16Tensor"):
         source = source.replace(f"'torch.cuda.{kind}'", f"'torch.{kind}'")
+    source = source.replace(".cuda()", ".cpu()")
     if cls_name:
         # Recompiled outside its class, a zero-argument super() has no __class__ cell.
         source = source.replace("super().", f"super({cls_name}, self).")
@@ -224,6 +231,11 @@ def _recompile_with_cpu_type_names(module_name: str, qualname: str) -> None:
     elif isinstance(raw, classmethod):
         new = classmethod(new)
     setattr(owner, attr, new)
+    if owner is module:
+        # Modules that did `from .clip_grads import clip_grad_by_total_norm_fp32` hold the old one.
+        for name, other in list(sys.modules.items()):
+            if name.startswith("megatron.core") and getattr(other, attr, None) is func:
+                setattr(other, attr, new)
 
 
 def apply() -> None:
