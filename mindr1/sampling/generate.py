@@ -1,0 +1,163 @@
+"""``mindr1 generate``: best-of-N generation from a dataset to jsonl (step 1 of rejection sampling).
+
+Takes the flags of the recipe's ``generate_vllm`` script::
+
+    mindr1 generate --pretrain HF_DIR --dataset gsm8k.jsonl --map-keys '{"prompt":"question","gt_answer":"answer"}' \\
+        --apply-chat-template --best-of-n 4 --max-new-tokens 512 --temperature 1.0 --output-path out.jsonl
+
+Each output line: ``prompt`` (the dataset's text), ``input`` (the rendered prompt), ``gt_answer``,
+``responses`` (N texts), ``response_tokens`` (their token counts), ``finish_reasons``,
+``prompt_tokens``. ``--iter K`` generates only prompts ``[K*B, (K+1)*B)`` (B =
+``--rollout-batch-size``), as the recipe runs one slice per call. Completed batches are appended
+to ``OUTPUT.partial``; a rerun after a crash continues after the last complete batch, and the file
+is renamed to ``OUTPUT`` when complete, so ``OUTPUT`` never holds a partial result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from mindr1.sampling.prompts import PromptSource, load_rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mindr1 generate", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pretrain", help="HF model directory (config.json, safetensors, tokenizer)")
+    src.add_argument("--load", help="Megatron checkpoint directory; exported to HF first (see --tokenizer)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    p.add_argument("--dataset", required=True, help="json / jsonl / parquet file of prompts")
+    p.add_argument("--output-path", required=True, help="jsonl file to write")
+    p.add_argument("--map-keys", default='{"prompt": "prompt", "gt_answer": "gt_answer"}',
+                   help='JSON mapping of our fields to dataset columns: {"prompt": ..., "gt_answer": ...}')
+    tpl = p.add_mutually_exclusive_group()
+    tpl.add_argument("--apply-chat-template", action="store_true", help="render with the tokenizer's chat template")
+    tpl.add_argument("--prompt-type", help="a template of configs/finetune/templates.json (e.g. qwen_r1)")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--prompt-max-len", type=int, default=1024, help="longer prompts keep their last tokens")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=-1)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--best-of-n", type=int, default=1, help="responses per prompt")
+    p.add_argument("--rollout-batch-size", type=int, default=64, help="prompts per engine call")
+    p.add_argument("--iter", type=int, default=None, help="generate only slice ITER of rollout-batch-size prompts")
+    p.add_argument("--max-samples", type=int, default=None, help="use only the first N rows")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--tp-size", type=int, default=1, help="tensor-parallel size of the vLLM engine")
+    p.add_argument("--engine", choices=["vllm", "hf"], default=None, help="default: vllm on GPU, hf on CPU")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _resolve_model(opts) -> Path:
+    if opts.pretrain:
+        return Path(opts.pretrain)
+    from mindr1.checkpoint.convert import main as convert_main
+
+    out = Path(opts.output_path).with_suffix(".hf")
+    if not (out / "config.json").exists():
+        code = convert_main(["--load-model-type", "mg", "--save-model-type", "hf", "--load-dir", opts.load,
+                             "--save-dir", str(out)] + (["--tokenizer-model", opts.tokenizer] if opts.tokenizer else []))
+        if code:
+            raise SystemExit(f"mindr1 generate: could not export {opts.load} to HF (exit code {code})")
+    return out
+
+
+def _make_engine(opts, model_dir: Path):
+    from mindr1.rollout.base import make_engine
+
+    kwargs = {}
+    if (opts.engine or "") == "vllm" or (opts.engine is None and opts.tp_size > 1):
+        kwargs = {"seed": opts.seed, "tensor_parallel_size": opts.tp_size,
+                  "max_model_len": opts.prompt_max_len + opts.max_new_tokens}
+    elif opts.tp_size > 1:
+        raise SystemExit("mindr1 generate: --tp-size > 1 needs --engine vllm")
+    return make_engine(opts.engine, model_dir, **kwargs)
+
+
+def _slice(n_rows: int, opts) -> range:
+    if opts.iter is None:
+        return range(n_rows)
+    start = opts.iter * opts.rollout_batch_size
+    if start >= n_rows:
+        raise SystemExit(f"mindr1 generate: --iter {opts.iter} starts at prompt {start}, past the {n_rows} prompts")
+    return range(start, min(start + opts.rollout_batch_size, n_rows))
+
+
+def _done_rows(partial: Path) -> int:
+    """Complete lines already written by an interrupted run (a torn last line is dropped)."""
+    if not partial.exists():
+        return 0
+    lines = partial.read_bytes().split(b"\n")
+    complete = [ln for ln in lines[:-1] if ln.strip()]
+    with open(partial, "wb") as fh:
+        fh.write(b"".join(ln + b"\n" for ln in complete))
+    return len(complete)
+
+
+def run(opts) -> Path:
+    from transformers import AutoTokenizer
+
+    from mindr1.rollout.base import SamplingParams
+
+    model_dir = _resolve_model(opts)
+    tokenizer = AutoTokenizer.from_pretrained(str(opts.tokenizer or model_dir))
+    rows = load_rows(opts.dataset, opts.max_samples)
+    source = PromptSource(tokenizer, json.loads(opts.map_keys), opts.apply_chat_template, opts.prompt_type,
+                          opts.prompt_max_len, opts.dataset)
+    selected = _slice(len(rows), opts)
+    out = Path(opts.output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    done = _done_rows(partial)
+    todo = list(selected)[done:]
+    items = [source.item(rows[i], i) for i in todo]  # every bad row is reported before any generation
+    params = SamplingParams(n=opts.best_of_n, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
+                            max_tokens=opts.max_new_tokens, repetition_penalty=opts.repetition_penalty,
+                            seed=opts.seed)
+    stop = [t for t in [tokenizer.eos_token_id] if t is not None]
+    engine = _make_engine(opts, model_dir) if todo else None
+    bar = _progress(len(selected), done, opts.no_progress)
+    try:
+        with open(partial, "a") as fh:
+            for start in range(0, len(items), opts.rollout_batch_size):
+                batch = items[start: start + opts.rollout_batch_size]
+                params.seed = opts.seed + batch[0].index  # a resumed batch samples as it would have
+                params.stop_token_ids = stop
+                groups = engine.generate([b.input_ids for b in batch], params)
+                for item, group in zip(batch, groups):
+                    fh.write(json.dumps(source.record(item, group), ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                bar.update(len(batch))
+    finally:
+        bar.close()
+        if engine is not None:
+            engine.close()
+    os.replace(partial, out)
+    return out
+
+
+def _progress(total: int, done: int, disabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc="generate", unit="prompt", disable=disabled, file=sys.stderr)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    opts = build_parser().parse_args(argv)
+    for name in ("best_of_n", "rollout_batch_size", "max_new_tokens", "prompt_max_len"):
+        if getattr(opts, name) < 1:
+            raise SystemExit(f"mindr1 generate: --{name.replace('_', '-')} must be >= 1")
+    out = run(opts)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
