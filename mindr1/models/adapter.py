@@ -196,7 +196,8 @@ def _split(rule: Rule, arch: ModelArch, hf: Sequence[Tensor], tp_rank: int, tp_s
     raise AdapterError(f"unknown packer {rule.packer!r} for {rule.mcore}")
 
 
-def _merge(rule: Rule, arch: ModelArch, shards: Sequence[Tensor]) -> tuple[Tensor, ...]:
+def merge_rule(rule: Rule, arch: ModelArch, shards: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Full HF tensor(s) of one Megatron tensor from its TP shards, by the rule's packer."""
     if rule.packer == "replicate":  # a copy, so no caller keeps a (possibly memory-mapped) shard alive
         return (shards[0].detach().clone(),)
     if rule.packer == "qkv":
@@ -299,7 +300,7 @@ def mcore_layer_to_hf(arch: ModelArch, tp_shards: Sequence[dict[str, Tensor]]) -
         missing = [r for r, s in enumerate(tp_shards) if rule.mcore not in s]
         if missing:
             raise AdapterError(f"Megatron layer is missing {rule.mcore} on TP rank(s) {missing}")
-        out.update(zip(rule.hf, _merge(rule, arch, [s[rule.mcore] for s in tp_shards])))
+        out.update(zip(rule.hf, merge_rule(rule, arch, [s[rule.mcore] for s in tp_shards])))
     return out
 
 

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from mindr1.models.adapter import (
     HF_EMBED, HF_LAYER, HF_LM_HEAD, HF_NORM, MC_EMBED, MC_NORM, MC_OUTPUT, MCORE_LAYER,
-    layer_rules, pp_layer_ranges, unpack_qkv, unpad_vocab, unstack_gate_up,
+    layer_rules, merge_rule, pp_layer_ranges, unpad_vocab,
 )
 from mindr1.models.arch import ModelArch
 
@@ -97,19 +97,6 @@ def _gather_param(params: dict, name: str, tp_group, tp_size: int, timeout_s: fl
     return [tensor.detach()] * tp_size
 
 
-def _merge(packer: str, arch: ModelArch, shards: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Full HF tensors from one Megatron tensor's TP shards, by the adapter's packer of that rule."""
-    if packer == "replicate":
-        return (shards[0],)
-    if packer == "qkv":
-        return unpack_qkv(arch, shards)
-    if packer == "gate_up":
-        return unstack_gate_up(shards)
-    if packer == "cols":
-        return (torch.cat(shards, dim=1),)
-    raise ValueError(f"weight sync: no merge for packer {packer!r}")
-
-
 def stage_hf_tensors(model, arch: ModelArch, pp_rank: int, pp_size: int, tp_group, tp_size: int,
                      num_layer_list=None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[tuple[str, torch.Tensor]]:
     """This stage's HF-named full tensors in HF order (every TP rank must iterate it).
@@ -134,7 +121,7 @@ def stage_hf_tensors(model, arch: ModelArch, pp_rank: int, pp_size: int, tp_grou
     for local, layer in enumerate(layers):
         for rule in layer_rules(arch):
             shards = _gather_param(params, MCORE_LAYER.format(local) + rule.mcore, tp_group, tp_size, timeout_s)
-            merged = _merge(rule.packer, arch, shards) if is_writer else ()
+            merged = merge_rule(rule, arch, shards) if is_writer else ()
             del shards
             for hf_name, tensor in zip(rule.hf, merged):
                 yield HF_LAYER.format(layer) + hf_name, tensor
