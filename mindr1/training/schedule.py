@@ -105,15 +105,13 @@ def causal_batch(tokens_BS: torch.Tensor, labels_BS: Optional[torch.Tensor] = No
 
 
 def _positions_from_segments(seg_BS: torch.Tensor) -> torch.Tensor:
+    """Position ids that restart at 0 where the segment id changes."""
     B, S = seg_BS.shape
-    pos = torch.zeros(B, S, dtype=torch.long)
-    for b in range(B):
-        start = 0
-        for s in range(1, S + 1):
-            if s == S or seg_BS[b, s] != seg_BS[b, start]:
-                pos[b, start:s] = torch.arange(s - start)
-                start = s
-    return pos
+    idx_BS = torch.arange(S).expand(B, S)
+    starts_BS = torch.ones(B, S, dtype=torch.bool)
+    starts_BS[:, 1:] = seg_BS[:, 1:] != seg_BS[:, :-1]
+    first_BS = torch.where(starts_BS, idx_BS, torch.zeros_like(idx_BS)).cummax(dim=1).values
+    return (idx_BS - first_BS).contiguous()
 
 
 def segment_causal_mask(seg_BS: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,36 @@
+"""SFT micro-batches: shift, padding to the longest sample, packed samples kept apart."""
+import numpy as np
+import torch
+
+from mindr1.training.data import collate
+
+
+def _sample(ids, n_prompt, seg=None):
+    ids = np.array(ids, dtype=np.int64)
+    labels = ids.copy()
+    labels[:n_prompt] = -100
+    out = {"input_ids": ids, "labels": labels}
+    if seg is not None:
+        out["segment_ids"] = np.array(seg, dtype=np.int32)
+    return out
+
+
+def test_unpacked_pads_to_longest_and_shifts():
+    mb = collate([_sample([5, 6, 7, 8], 2), _sample([9, 10, 11, 12, 13, 14], 3)], seq_length=64)
+    assert mb["tokens"].shape == (2, 5)  # longest sample minus the shift, not seq_length
+    assert mb["tokens"][0].tolist() == [5, 6, 7, 0, 0]
+    assert mb["labels"][0, :3].tolist() == [0, 7, 8] and mb["loss_mask"][0].tolist() == [0, 1, 1, 0, 0]
+    assert mb["loss_mask"][1].tolist() == [0, 0, 1, 1, 1]
+    assert mb["attention_mask"] is None  # plain causal: right padding cannot affect earlier positions
+
+
+def test_packed_samples_never_attend_or_predict_across():
+    packed = _sample([1, 2, 3, 4, 5, 6, 7, 0], 0, seg=[1, 1, 1, 2, 2, 2, 2, 0])
+    packed["labels"] = np.array([-100, 2, 3, -100, -100, 6, 7, -100])
+    mb = collate([packed], seq_length=64)
+    # The label of the last token of sample 1 would be sample 2's first token: masked.
+    assert mb["loss_mask"][0].tolist() == [1, 1, 0, 0, 1, 1, 0]
+    assert mb["position_ids"][0].tolist() == [0, 1, 2, 0, 1, 2, 3]
+    mask = mb["attention_mask"][0, 0]  # True = masked
+    assert not mask[4, 3] and mask[4, 2] and mask[2, 3] and not mask[2, 0]
+    assert mask.shape == (7, 7) and torch.equal(mask[3:, :3], torch.ones(4, 3, dtype=torch.bool))
