@@ -186,8 +186,8 @@ def vocab_parallel_logprobs(logits_BSV: torch.Tensor, labels_BS: torch.Tensor, v
     """log p(label) from vocab-parallel logits (padded rows excluded), differentiable, fp32."""
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
-    logits = logits_BSV.float()
-    if temperature != 1.0:
-        logits = logits / temperature
+    # megatron's vocab_parallel_cross_entropy works in place on its input: never hand it the
+    # caller's tensor (``.float()`` of fp32 logits is the same tensor), so callers may reuse logits.
+    logits = logits_BSV.float() / temperature if temperature != 1.0 else logits_BSV.float().clone()
     logits = mask_padded_vocab(logits, vocab_size)
     return -vocab_parallel_cross_entropy(logits, labels_BS)

@@ -29,3 +29,21 @@ def test_packed_equals_separate():
     la, lb, lp = spawn(_logits, 1, [causal_batch(a), causal_batch(b), packed], timeout_s=300)[0]
     assert (lp[:, :5] - la).abs().max() < 1e-5
     assert (lp[:, 5:] - lb).abs().max() < 1e-5
+
+
+def _logprobs_keep_logits(rank, world):
+    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.parallel.state import ParallelContext
+    from mindr1.parallel.topology import Topology
+
+    with ParallelContext(Topology(world)):
+        logits = torch.randn(2, 3, 16, requires_grad=True)
+        before = logits.detach().clone()
+        logp = vocab_parallel_logprobs(logits, torch.tensor([[1, 2, 3], [4, 5, 6]]), vocab_size=12)
+        ref = torch.log_softmax(before[..., :12], dim=-1).gather(-1, torch.tensor([[1, 2, 3], [4, 5, 6]])[..., None])
+        return torch.equal(logits.detach(), before), (logp.detach() - ref[..., 0]).abs().max().item()
+
+
+def test_logprobs_exclude_padding_and_leave_logits_untouched():
+    unchanged, diff = spawn(_logprobs_keep_logits, 1, timeout_s=300)[0]
+    assert unchanged and diff < 1e-6
