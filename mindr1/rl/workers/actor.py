@@ -1,0 +1,215 @@
+"""The actor: the trained policy on Megatron TP x PP (x DP) in a Ray actor group.
+
+Coarse methods over one :class:`RolloutBatch`: ``compute_log_prob`` (old log-probs, inherited),
+``update_actor`` (PPO epochs x mini-batches of the clipped GRPO loss, normalised by each
+mini-batch's global valid-token count), ``export_weights`` (the resharding weight stream of
+``mindr1.rollout.weight_sync`` into Ray's object store, bucket by bucket, for the rollout
+engines) and ``save_checkpoint`` / resume (model, optimizer, LR schedule, RNG and the
+controller's train state, in Megatron's layout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Optional
+
+import torch
+
+from mindr1.rl.batch import RolloutBatch, gather_response_BR
+from mindr1.rl.workers.megatron_worker import MegatronWorker, ModelSpec
+
+# Metrics that are each micro-batch's share of a global mean: summed, not averaged.
+SHARE_METRICS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/loss")
+
+
+@dataclass
+class ActorSettings:
+    """The actor's optimisation settings (from ``actor_rollout_ref.actor_rollout`` and ``algorithm``)."""
+
+    save: Optional[str]
+    micro_batch_size: int
+    mini_batch_size: int
+    ppo_epochs: int
+    shuffle: bool
+    temperature: float
+    clip_low: float
+    clip_high: Optional[float]
+    entropy_coef: float
+    kl_kind: str
+    agg: str
+    max_response_length: int
+    lr: float
+    min_lr: float
+    lr_decay_style: str
+    lr_warmup_iters: int
+    lr_decay_iters: int
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    clip_grad: float
+    use_distributed_optimizer: bool
+
+
+def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_size: int, kl_coef: float,
+                 num_valid_tokens: float, num_sequences: float) -> tuple:
+    """The GRPO loss of one micro-batch (its share of the mini-batch's global mean) and metrics."""
+    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.rl.algos import grpo_loss
+
+    # Entropy first: megatron's vocab-parallel cross entropy rewrites fp32 logits in place.
+    entropy_BR = _entropy_BR(logits_BSV, mb["positions_BR"], vocab_size, s.temperature, s.entropy_coef != 0)
+    logp_BR = gather_response_BR(vocab_parallel_logprobs(logits_BSV, mb["labels"], vocab_size, s.temperature),
+                                 mb["positions_BR"])
+    mask_BR = mb["response_mask_BR"]
+    old_BR = mb.get("old_logp_BR")
+    old_BR = logp_BR.detach() if old_BR is None else old_BR
+    loss, metrics = grpo_loss(logp_BR, old_BR, mb.get("ref_logp_BR"), mb["advantages_B"].unsqueeze(1), mask_BR,
+                              clip_low=s.clip_low, clip_high=s.clip_high, kl_coef=kl_coef, kl_kind=s.kl_kind,
+                              entropy_BT=entropy_BR, entropy_coef=s.entropy_coef, agg=s.agg,
+                              num_valid_tokens=num_valid_tokens, num_sequences=num_sequences,
+                              max_tokens=s.max_response_length)
+    if "ref_logp_BR" in mb and not kl_coef:
+        from mindr1.rl.algos import kl_loss
+
+        metrics.update(kl_loss(logp_BR.detach(), mb["ref_logp_BR"], mask_BR, kind=s.kl_kind, agg=s.agg,
+                               num_valid_tokens=num_valid_tokens, num_sequences=num_sequences,
+                               max_tokens=s.max_response_length)[1])
+    return loss, mask_BR.sum().to(torch.int), {k: v.detach().float().cpu() for k, v in metrics.items()}
+
+
+def _entropy_BR(logits_BSV: torch.Tensor, positions_BR: torch.Tensor, vocab_size: int, temperature: float,
+                grad: bool) -> torch.Tensor:
+    """Entropy of the (temperature-scaled) policy at the response positions; TP shards gathered."""
+    from mindr1.models.megatron import gather_vocab_parallel
+    from mindr1.rl.algos import entropy_from_logits
+
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        S, V = logits_BSV.shape[1], logits_BSV.shape[2]
+        pos_BR = positions_BR.clamp(0, S - 1)
+        picked_BRV = logits_BSV.gather(1, pos_BR.unsqueeze(-1).expand(-1, -1, V))
+        full_BRV = gather_vocab_parallel(picked_BRV, vocab_size).float() / temperature
+        return entropy_from_logits(full_BRV)
+
+
+class ActorWorker(MegatronWorker):
+    """One rank of the trained policy."""
+
+    def setup(self, role: str, rank: int, world_size: int, addr: str, port: int, threads: int = 0,
+              spec: Optional[ModelSpec] = None, settings: Optional[ActorSettings] = None) -> dict:
+        self.settings = settings
+        self.train_state: dict = {}
+        return super().setup(role, rank, world_size, addr, port, threads, spec)
+
+    def build(self) -> None:
+        from mindr1.models.megatron import build_model
+        from mindr1.training import checkpointing
+        from mindr1.training.optim import (OptimSettings, attach_grad_finalizer, build_optimizer, build_scheduler,
+                                           wrap_ddp)
+
+        s = self.settings
+        model = build_model(self.arch, self.topology, self.dtype)
+        self.model = wrap_ddp(model, model.config, s.use_distributed_optimizer)
+        attach_grad_finalizer(model.config, [self.model])
+        optim = OptimSettings(lr=s.lr, min_lr=s.min_lr, weight_decay=s.weight_decay, adam_beta1=s.adam_beta1,
+                              adam_beta2=s.adam_beta2, clip_grad=s.clip_grad,
+                              use_distributed_optimizer=s.use_distributed_optimizer, lr_warmup_iters=s.lr_warmup_iters,
+                              lr_decay_iters=s.lr_decay_iters, lr_decay_style=s.lr_decay_style)
+        self.optimizer = build_optimizer([self.model], optim, self.dtype)
+        self.scheduler = build_scheduler(self.optimizer, optim)
+        if checkpointing.latest_iteration(s.save) is not None:
+            state = checkpointing.load(s.save, self.ctx, self.model.module, self.optimizer, self.scheduler)
+            self.train_state = dict(state["train_state"])
+        else:
+            self.load_initial(self.model.module)
+        self._refresh_main_params()
+
+    def _refresh_main_params(self) -> None:
+        # megatron's optimizer copied fp32 main params at construction, before the weights were loaded.
+        for opt in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            if hasattr(opt, "reload_model_params"):
+                opt.reload_model_params()
+
+    def resume_state(self) -> dict:
+        """The controller's train state saved with the checkpoint this rank resumed from ({} for a fresh run)."""
+        return self.train_state
+
+    # ------------------------------------------------------------------ training
+
+    def update_actor(self, batch: RolloutBatch, step: int, kl_coef: float, seed: int) -> Optional[dict]:
+        """PPO epochs over ``batch``; metrics (averaged over optimizer steps) from output ranks."""
+        from mindr1.rl.algos import iter_ppo_minibatches
+
+        s = self.settings
+        history = []
+        for _epoch, idx in iter_ppo_minibatches(len(batch), s.mini_batch_size, s.ppo_epochs, shuffle=s.shuffle,
+                                                seed=seed * 100_003 + step):
+            history.append(self._train_minibatch(batch.select(idx), kl_coef))
+        if not self.is_output_rank:
+            return None
+        keys = history[0].keys()
+        return {"dp_rank": self.ctx.dp_rank, **{k: sum(h[k] for h in history) / len(history) for k in keys}}
+
+    def _train_minibatch(self, mini: RolloutBatch, kl_coef: float) -> dict:
+        from mindr1.training.optim import optimizer_step, zero_grads
+        from mindr1.training.schedule import run_pipeline
+
+        s = self.settings
+        loss_fn = partial(grpo_loss_fn, s=s, vocab_size=self.arch.vocab_size, kl_coef=kl_coef,
+                          num_valid_tokens=float(max(mini.num_response_tokens, 1)), num_sequences=float(len(mini)))
+        micro = self._to_device(self.local_share(mini).trimmed().micro_batches(s.micro_batch_size))
+        zero_grads([self.model], self.optimizer)
+        outputs = run_pipeline([self.model], micro, loss_fn)
+        stats = optimizer_step(self.optimizer, self.scheduler)
+        metrics = {"actor/grad_norm": stats["grad_norm"], "actor/lr": stats["lr"]}
+        for key in outputs[0] if outputs else ():
+            values = [float(o[key]) for o in outputs]
+            metrics[key] = sum(values) if key in SHARE_METRICS else sum(values) / len(values)
+        return metrics
+
+    # ------------------------------------------------------------------ weights out, checkpoints
+
+    def export_weights(self, bucket_mb: float) -> Optional[list]:
+        """Stream this model (TP shards gathered, PP stages in turn) into Ray object-store buckets.
+
+        Only DP replica 0 takes part (the replicas are equal); its global rank 0 returns the
+        bucket refs, in order, for :meth:`RolloutWorker.load_weights`.
+        """
+        from mindr1.rollout.weight_sync import sync_weights
+
+        if self.ctx.dp_rank != 0:
+            return None
+        sink = _ObjectStoreSink(bucket_mb) if (self.ctx.tp_rank == 0 and self.ctx.pp_rank == 0) else None
+        sync_weights(self.model, self.arch, sink, bucket_size_mb=bucket_mb, timeout_s=self.spec.timeout_s)
+        return None if sink is None else sink.refs
+
+    def save_checkpoint(self, step: int, train_state: dict) -> str:
+        from mindr1.checkpoint.mcore_io import megatron_args
+        from mindr1.training import checkpointing
+
+        args = megatron_args(self.arch, self.topology.tp, self.topology.pp, None,
+                             "bf16" if self.dtype == torch.bfloat16 else "fp32", self.source_args.get("hf_config"),
+                             extra={"mindr1_grpo": True})
+        path = checkpointing.save(self.settings.save, step, self.ctx, self.model.module, self.optimizer,
+                                  self.scheduler, args, train_state, timeout_s=self.spec.timeout_s)
+        return str(path)
+
+    def modules(self) -> list:
+        return [self.model]
+
+
+class _ObjectStoreSink:
+    """A stand-in engine for ``sync_weights``: packs the HF-named stream into buckets put in Ray's object store."""
+
+    def __init__(self, bucket_mb: float):
+        self.bucket_bytes = max(1, int(bucket_mb * 2**20))
+        self.refs: list = []
+
+    def update_weights(self, weights) -> int:
+        import ray
+
+        from mindr1.rollout.weight_sync import iter_packed_buckets
+
+        for header, flat in iter_packed_buckets(weights, self.bucket_bytes):
+            # clone: the bucket is a view of a larger buffer, which pickling would copy whole
+            self.refs.append(ray.put((header, flat.cpu().clone())))
+        return len(self.refs)
