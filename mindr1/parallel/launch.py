@@ -10,6 +10,7 @@ import os
 import pickle
 import queue
 import socket
+import time
 import traceback
 from typing import Any, Callable
 
@@ -65,8 +66,6 @@ def spawn(fn: Callable, world_size: int, *args: Any, timeout_s: float = 600, thr
     for p in procs:
         p.start()
     out: dict[int, Any] = {}
-    import time
-
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < world_size:

@@ -251,7 +251,7 @@ class SFTTrainer:
         self.ctx.destroy()
 
 
-def _relaunch_under_torchrun(cfg: SFTConfig, argv: list[str], nproc: int) -> int:
+def _relaunch_under_torchrun(argv: list[str], nproc: int) -> int:
     import subprocess
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
@@ -271,7 +271,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = load_config(SFTConfig, config_path, overrides)
     nproc = nproc or cfg.tensor_model_parallel_size * cfg.pipeline_model_parallel_size
     if "LOCAL_RANK" not in os.environ and nproc > 1:
-        return _relaunch_under_torchrun(cfg, argv, nproc)
+        return _relaunch_under_torchrun(argv, nproc)
     from mindr1.parallel.launch import free_port
     from mindr1.parallel.state import init_distributed
 
