@@ -9,21 +9,20 @@ Peak memory is one output shard plus one layer (see :mod:`mindr1.checkpoint.mcor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
+import re
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from mindr1.checkpoint import hf_io, mcore_io
+from mindr1.checkpoint import hf_io, layout, mcore_io
 from mindr1.checkpoint.layout import CheckpointError
-from mindr1.config import ConfigError
+from mindr1.checkpoint.staging import check_output_dir, staged_output
+from mindr1.config import ConfigError, Range
 from mindr1.models import adapter as A
 from mindr1.models.arch import ModelArch
 
@@ -34,7 +33,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja")
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
     upper = text.strip().upper()
     for unit in sorted(units, key=len, reverse=True):
@@ -43,25 +42,29 @@ def _size(text: str) -> int:
     return int(upper)
 
 
+_AT_LEAST_1 = Range(ge=1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="convert_ckpt", description=__doc__.split("\n")[0])
     p.add_argument("--load-model-type", choices=["hf", "mg"], required=True)
     p.add_argument("--save-model-type", choices=["hf", "mg"], required=True)
     p.add_argument("--load-dir", required=True, help="HF directory or Megatron checkpoint root")
     p.add_argument("--save-dir", required=True)
-    p.add_argument("--target-tensor-parallel-size", type=int, default=1)
-    p.add_argument("--target-pipeline-parallel-size", type=int, default=1)
+    p.add_argument("--target-tensor-parallel-size", type=_AT_LEAST_1.argtype(int), default=1)
+    p.add_argument("--target-pipeline-parallel-size", type=_AT_LEAST_1.argtype(int), default=1)
     p.add_argument("--num-layer-list", default=None, help="layers per pipeline stage, e.g. 7,7,7,7")
     p.add_argument("--model-type-hf", default=None, help="qwen2 or llama (detected from config.json if unset)")
     p.add_argument("--params-dtype", choices=sorted(DTYPES), default=None, help="default: keep the source dtype")
     p.add_argument("--add-qkv-bias", action="store_true")
     vocab = p.add_mutually_exclusive_group()
-    vocab.add_argument("--make-vocab-size-divisible-by", type=int, default=None)
-    vocab.add_argument("--padded-vocab-size", type=int, default=None)
+    vocab.add_argument("--make-vocab-size-divisible-by", type=_AT_LEAST_1.argtype(int), default=None)
+    vocab.add_argument("--padded-vocab-size", type=_AT_LEAST_1.argtype(int), default=None)
     p.add_argument("--tokenizer-model", default=None, help="tokenizer dir or file copied into an HF export")
     p.add_argument("--hf-config-dir", default=None, help="HF config.json for Megatron checkpoints not written by mindr1")
-    p.add_argument("--max-shard-size", type=_size, default="2GB", help="largest safetensors file of an HF export")
-    p.add_argument("--force", action="store_true", help="replace an existing --save-dir")
+    p.add_argument("--max-shard-size", type=_AT_LEAST_1.argtype(size), default="2GB", help="largest safetensors file of an HF export")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --save-dir that holds a previous conversion output (nothing else)")
     p.add_argument("--no-fsync", dest="fsync", action="store_false", help="skip fsync of each written file")
     # Accepted for MindSpeed-LLM compatibility; mindr1 always writes mcore GPT models.
     p.add_argument("--use-mcore-models", action="store_true", help=argparse.SUPPRESS)
@@ -139,30 +142,21 @@ def _layer_list(opts) -> list[int] | None:
         raise ConfigError(f"--num-layer-list {opts.num_layer_list!r}: expected comma-separated ints") from None
 
 
-@contextlib.contextmanager
-def staged_output(save_dir: Path, force: bool, load_dir: Path):
-    """A temporary directory next to ``save_dir``, renamed onto it only when the body succeeds."""
-    if save_dir.resolve() == load_dir.resolve():
-        raise CheckpointError(f"--save-dir {save_dir} is the --load-dir; write to another directory")
-    if save_dir.exists() and (not save_dir.is_dir() or any(save_dir.iterdir())) and not force:
-        raise CheckpointError(f"--save-dir {save_dir} exists and is not empty; pass --force to replace it")
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.tmp-", dir=save_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary directory
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if save_dir.exists() or save_dir.is_symlink():
-        old = save_dir.with_name(f".{save_dir.name}.old-{os.getpid()}")
-        save_dir.rename(old)
-        tmp.rename(save_dir)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        tmp.rename(save_dir)
+_SHARD_FILES = re.compile(r"^(model_optim_rng\.pt|optim_dp\d{3}\.pt)$")
+_HF_FILES = re.compile(r"^(model\.safetensors|model-\d{5}-of-\d{5}\.safetensors|model\.safetensors\.index\.json|"
+                       r"config\.json|generation_config\.json)$")
+
+
+def written_by_convert(rel: Path, is_dir: bool) -> bool:
+    """Whether ``rel`` (relative to --save-dir) is something a conversion writes; --force replaces only those."""
+    parts = rel.parts
+    if len(parts) == 1:
+        if is_dir:
+            return parts[0] == layout.RELEASE or re.fullmatch(r"iter_\d{7}", parts[0]) is not None
+        return parts[0] == layout.LATEST or parts[0] in TOKENIZER_FILES or _HF_FILES.match(parts[0]) is not None
+    if len(parts) == 2:
+        return is_dir and re.fullmatch(r"mp_rank_\d{2}(_\d{3})?", parts[1]) is not None
+    return len(parts) == 3 and not is_dir and _SHARD_FILES.match(parts[2]) is not None
 
 
 def write_mg(opts, src: Source, arch: ModelArch, out: Path) -> None:
@@ -217,6 +211,7 @@ def write_hf(opts, src: Source, arch: ModelArch, out: Path) -> None:
 
 def convert(opts) -> Path:
     """Validate everything, then write the output atomically; returns the output directory."""
+    check_output_dir(Path(opts.save_dir), Path(opts.load_dir), opts.force, written_by_convert)
     src = open_source(opts)
     arch = target_arch(opts, src.arch)
     if opts.save_model_type == "mg":
@@ -225,7 +220,7 @@ def convert(opts) -> Path:
     else:
         arch.to_hf_config()  # raises for architectures HF cannot express
     save_dir = Path(opts.save_dir)
-    with staged_output(save_dir, opts.force, Path(opts.load_dir)) as out:
+    with staged_output(save_dir, opts.force, Path(opts.load_dir), written_by_convert) as out:
         (write_mg if opts.save_model_type == "mg" else write_hf)(opts, src, arch, out)
     return save_dir
 
@@ -237,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         out = convert(opts)
     except (ConfigError, CheckpointError) as exc:
         print(f"convert_ckpt: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # an I/O failure outside the checkpoint writers: still the path and the cause
+        print(f"convert_ckpt: error: {exc.filename or opts.save_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"converted {opts.load_model_type} {opts.load_dir} -> {opts.save_model_type} {out} "
           f"in {time.perf_counter() - start:.1f} s")

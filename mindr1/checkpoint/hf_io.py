@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from mindr1.checkpoint.layout import CheckpointError, load_shard
+from mindr1.checkpoint.layout import CheckpointError, load_shard, write_error
 
 SAFE_INDEX, SAFE_SINGLE = "model.safetensors.index.json", "model.safetensors"
 BIN_INDEX, BIN_SINGLE = "pytorch_model.bin.index.json", "pytorch_model.bin"
@@ -41,6 +41,10 @@ class HFCheckpoint:
                     weight_map = json.loads(path.read_text())["weight_map"]
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
                     raise CheckpointError(f"{path}: not a valid index ({exc!r})") from None
+                if not isinstance(weight_map, dict):
+                    raise CheckpointError(f"{path}: weight_map must be a mapping of tensor name -> file")
+                for name, file in weight_map.items():
+                    _check_member(path, name, file)
                 missing = sorted({f for f in weight_map.values() if not (self.dir / f).exists()})
                 if missing:
                     raise CheckpointError(f"{path}: lists missing file(s) {missing}")
@@ -104,6 +108,15 @@ class HFCheckpoint:
             return f.get_slice(name)[start:stop]
 
 
+def _check_member(index: Path, name: str, file) -> None:
+    """An index may only name files inside the model directory: no absolute paths, no ``..``
+    (checked on the name, so the symlinks of an HF cache snapshot still work)."""
+    parts = Path(file).parts if isinstance(file, str) else ()
+    if not parts or Path(file).is_absolute() or ".." in parts or "\\" in file or ":" in parts[0]:
+        raise CheckpointError(f"{index}: weight_map[{name!r}] = {file!r} does not name a file inside "
+                              f"{index.parent}; refused")
+
+
 def open_hf_checkpoint(hf_dir: str | Path) -> tuple[HFCheckpoint, list[str]]:
     """``(get_hf, names)`` reading tensors lazily from an HF directory."""
     ckpt = HFCheckpoint(hf_dir)
@@ -134,10 +147,15 @@ def write_hf_safetensors(out_dir: Path, tensors: Iterable[tuple[str, torch.Tenso
     def flush():
         nonlocal buffer, size
         path = out_dir / f".part-{len(files):05d}.safetensors"
-        save_file(buffer, str(path), metadata={"format": "pt"})
-        path.chmod(0o666 & ~umask)  # safetensors creates files 0600; an export is an ordinary file
-        if fsync:
-            _fsync_file(path)
+        try:
+            save_file(buffer, str(path), metadata={"format": "pt"})
+            path.chmod(0o666 & ~umask)  # safetensors creates files 0600; an export is an ordinary file
+            if fsync:
+                _fsync_file(path)
+        except (OSError, SafetensorError) as exc:
+            error = write_error(path, exc)
+            path.unlink(missing_ok=True)
+            raise error from None
         files.append((path, list(buffer)))
         buffer, size = {}, 0
 

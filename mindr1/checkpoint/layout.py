@@ -19,6 +19,7 @@ import io
 import os
 import pickle
 import re
+import struct
 import zipfile
 from pathlib import Path
 
@@ -66,33 +67,88 @@ def read_latest(root: str | Path) -> int | str:
         raise CheckpointError(f"{path}: expected 'release' or an iteration number, found {text[:40]!r}") from None
 
 
+def write_error(path: Path, exc: BaseException) -> "CheckpointError":
+    """A :class:`CheckpointError` naming ``path`` and the cause of a failed write.
+
+    torch's zip writer reports a full disk as ``unexpected pos N vs M``; the file system is asked
+    (read-only flag, write permission, free space) so the message says what actually happened.
+    """
+    import errno
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    cause = None
+    if isinstance(exc, OSError) and exc.errno is not None:
+        cause = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted"}.get(exc.errno, exc.strerror)
+    if cause is None:
+        try:
+            st = os.statvfs(folder)
+            if st.f_flag & os.ST_RDONLY:
+                cause = "read-only file system"
+            elif not os.access(folder, os.W_OK):
+                cause = "permission denied"
+            elif st.f_bavail * st.f_frsize < 1 << 20:
+                cause = f"no space left on device ({st.f_bavail * st.f_frsize} bytes free)"
+        except OSError:
+            pass
+    cause = cause or f"{type(exc).__name__}: {_last_line(exc)}"
+    return CheckpointError(f"{path}: cannot write: {cause}")
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make renames and new entries in ``folder`` durable (a crash after this keeps them)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_latest(root: str | Path, iteration: int | str) -> None:
-    """Atomically record ``iteration`` (validated) as the latest checkpoint of ``root``."""
+    """Atomically and durably record ``iteration`` (validated) as the latest checkpoint of ``root``."""
     iteration_dir_name(iteration)
     _atomic_write_bytes(Path(root) / LATEST, f"{iteration}\n".encode())
 
 
 def save_shard(path: str | Path, state: dict, fsync: bool = True) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (readers never see half a file)."""
+    """``torch.save`` to a temporary file in the same folder, then rename (readers never see half a file).
+
+    With ``fsync`` the file and its folder are flushed to disk before this returns. Any failure
+    (a full disk, no permission) removes the temporary file and raises :class:`CheckpointError`
+    naming the path and the cause.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, tmp)
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:
+        raise write_error(path, exc) from None  # diagnosed while the partial file still fills the disk
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -117,8 +173,28 @@ def allowed_globals(with_megatron: bool = False) -> list:
 
 
 def _torch_load(path: Path, mmap: bool, with_megatron: bool):
+    # mmap needs the zip format; a legacy (torch < 1.6) pickle file such as an old
+    # pytorch_model.bin is read whole instead.
+    mmap = mmap and zipfile.is_zipfile(path)
     with torch.serialization.safe_globals(allowed_globals(with_megatron)):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+# torch names the refused global in several wordings ("Unsupported global: GLOBAL x.y" up to 2.5,
+# "Trying to load unsupported GLOBAL x.y whose module x is blocked" since); match them all.
+_REFUSED_GLOBAL = re.compile(r"(?i)unsupported\s+global:?\s+(?:global\s+)?([\w.]+)")
+_CORRUPT = re.compile(r"(?i)unsupported operand|invalid load key|truncated|ran out of input|unexpected end")
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """Why ``weights_only`` refused a well-formed pickle (None when the bytes are simply corrupt)."""
+    text = str(exc)
+    match = _REFUSED_GLOBAL.search(text)
+    if match:
+        return f"it needs the global {match.group(1)}, which Megatron checkpoints do not use"
+    if "weights only load failed" in text.lower() and not _CORRUPT.search(text):
+        return f"it holds something other than tensors and plain containers ({_last_line(exc)})"
+    return None
 
 
 def load_shard(path: str | Path, mmap: bool = False) -> dict:
@@ -131,18 +207,19 @@ def load_shard(path: str | Path, mmap: bool = False) -> dict:
             state = _torch_load(path, mmap, with_megatron=False)
         except pickle.UnpicklingError as exc:
             # megatron-core (a slow import) is loaded only for checkpoints that hold its enums.
-            if "GLOBAL megatron.core." not in str(exc):
+            match = _REFUSED_GLOBAL.search(str(exc))
+            if match is None or not match.group(1).startswith("megatron.core."):
                 raise
             state = _torch_load(path, mmap, with_megatron=True)
     except pickle.UnpicklingError as exc:
-        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if match is None:  # torch reports junk bytes as an unpickling failure too
+        reason = _refusal(exc)
+        if reason is None:  # torch reports junk bytes as an unpickling failure too
             raise CheckpointError(f"{path}: corrupt or truncated checkpoint file (not a torch pickle: "
                                   f"{_last_line(exc)})") from None
-        raise CheckpointError(f"{path}: refused to unpickle: it needs the global {match.group(1)}, which "
-                              "Megatron checkpoints do not use (loading it could run code). Re-save the file "
-                              "with plain tensors and dicts") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: refused to unpickle: {reason} (loading it could run code). Re-save "
+                              "the file with plain tensors and dicts") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError, TypeError,
+            AttributeError, struct.error) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint file ({type(exc).__name__}: "
                               f"{_last_line(exc)})") from None
     if not isinstance(state, dict):

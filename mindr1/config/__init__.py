@@ -1,6 +1,6 @@
 """The config system of every stage: typed dataclasses loaded from YAML (see loader.py)."""
-from mindr1.config.loader import (ConfigError, apply_overrides, build, explain, field_docs, load_config,
-                                  load_yaml_tree, to_dict)
+from mindr1.config.loader import (ConfigError, Range, apply_overrides, build, explain, field_docs, field_range,
+                                  load_config, load_yaml_tree, ranged, safe_yaml, to_dict)
 
-__all__ = ["ConfigError", "apply_overrides", "build", "explain", "field_docs", "load_config",
-           "load_yaml_tree", "to_dict"]
+__all__ = ["ConfigError", "Range", "apply_overrides", "build", "explain", "field_docs", "field_range", "load_config",
+           "load_yaml_tree", "ranged", "safe_yaml", "to_dict"]

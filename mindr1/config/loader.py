@@ -12,17 +12,25 @@ The one config system of every stage:
   ``xs=[1,2]``) and applied last.
 * Unknown keys and values of the wrong type raise :class:`ConfigError` naming the dotted key and
   the file it came from.
+* Numeric fields declare their range with :func:`ranged` (``micro_batch_size: int = ranged(4, ge=1)``);
+  :func:`build` checks every value against it, and every float is finite, before any
+  ``__post_init__`` runs, so a nonsense value is refused with its key, value and range at load.
+* YAML anchors and aliases are refused before anything is composed (their expansion is unbounded:
+  9 levels of 10 references are a billion nodes), ``${...}`` interpolation is refused when it
+  would expand past :data:`MAX_EXPANDED`, and a ``defaults:`` cycle is named.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -35,13 +43,114 @@ class ConfigError(ValueError):
     """A config value or key is wrong; the message names the dotted key (and file)."""
 
 
+# ----------------------------------------------------------------------------- declared ranges
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: an interval (either end open, closed or absent) plus
+    ``also``, special values outside it (``top_k: -1`` meaning off). Floats must be finite."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    also: tuple = ()
+
+    def __contains__(self, value) -> bool:
+        if value in self.also:
+            return True
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        lo = (f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None)
+        hi = (f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None)
+        if lo and hi:
+            text = f"in {lo}, {hi}"
+        elif lo:
+            text = f"{'>=' if self.ge is not None else '>'} {lo[1:]}"
+        elif hi:
+            text = f"{'<=' if self.le is not None else '<'} {hi[:-1]}"
+        else:
+            text = "a finite number"
+        return text + "".join(f" or {v!r}" for v in self.also)
+
+    def check(self, value: Any, key: str) -> None:
+        """Raise naming ``key``, ``value`` and the range unless ``value`` (or each item of a list) fits."""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            if item is None or isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if item not in self:
+                where = f"{key}[{i}]" if items is value else key
+                raise ConfigError(f"{where}: {item!r} is out of range; expected {self}")
+
+    def argtype(self, convert: Callable[[str], Any] = int) -> Callable[[str], Any]:
+        """An argparse ``type=`` that converts with ``convert`` and checks this range."""
+        import argparse
+
+        def parse(text: str):
+            try:
+                value = convert(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {getattr(convert, '__name__', 'a value')}, "
+                                                 f"got {text!r}") from None
+            if value not in self:
+                raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected {self}")
+            return value
+        parse.__name__ = getattr(convert, "__name__", "value")
+        return parse
+
+
+def ranged(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+           also: tuple = ()) -> Any:
+    """A dataclass field with a declared :class:`Range` (checked by :func:`build`, shown by :func:`explain`)."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"range": Range(ge=ge, gt=gt, le=le, lt=lt, also=tuple(also))})
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("range")
+    return None
+
+
 # ----------------------------------------------------------------------------- YAML side
+
+#: Most scalars and characters a config may expand to through ``${...}`` interpolation.
+MAX_EXPANDED = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases while composing, before any node is shared."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, yaml.AliasEvent) or anchor is not None:
+            mark = event.start_mark
+            raise ConfigError(f"line {mark.line + 1}: YAML anchors and aliases (&{anchor or '...'} / "
+                              f"*{anchor or '...'}) are not accepted in configs; repeat the value or use "
+                              "a defaults: entry")
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without anchors and aliases."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
 
 def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml(path.read_text()) or {}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -69,9 +178,13 @@ def _resolve_group_file(group: str, name: str, here: Path) -> Path:
                       f"or {CONFIGS_ROOT / group}")
 
 
-def load_yaml_tree(path: str | Path) -> dict:
+def load_yaml_tree(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
     """Read ``path`` and everything its ``defaults:`` list pulls in, merged into one dict."""
     path = Path(path).resolve()
+    if path in _chain:
+        cycle = " -> ".join(str(p) for p in _chain[_chain.index(path):] + (path,))
+        raise ConfigError(f"{path}: defaults cycle: {cycle}")
+    _chain = _chain + (path,)
     data = _read_yaml(path)
     defaults = data.pop("defaults", []) or []
     if not isinstance(defaults, list):
@@ -81,10 +194,10 @@ def load_yaml_tree(path: str | Path) -> dict:
         if isinstance(entry, str):
             if entry == "_self_":
                 continue
-            merged = _deep_merge(merged, load_yaml_tree(path.parent / entry))
+            merged = _deep_merge(merged, load_yaml_tree(path.parent / entry, _chain))
         elif isinstance(entry, dict) and len(entry) == 1:
             (group, name), = entry.items()
-            sub = load_yaml_tree(_resolve_group_file(group, str(name), path.parent))
+            sub = load_yaml_tree(_resolve_group_file(group, str(name), path.parent), _chain)
             merged = _deep_merge(merged, {group: sub})
         else:
             raise ConfigError(f"{path}: defaults entry {entry!r} must be 'file.yaml' or 'group: name'")
@@ -99,7 +212,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
+    except ConfigError as exc:
+        raise ConfigError(f"override {key}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -119,9 +234,54 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+_INTERPOLATION = re.compile(r"\$\{([^${}]*)\}")
+
+
+def _check_expansion(data: dict) -> None:
+    """Refuse ``${...}`` references that would expand past :data:`MAX_EXPANDED` (each reference
+    copies its target, so a few nested levels multiply into billions), measured in linear time."""
+    memo: dict[str, int] = {}
+
+    def lookup(ref: str):
+        node = data
+        for part in ref.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def size(node, key: str, active: tuple) -> int:
+        if isinstance(node, dict):
+            return 1 + sum(size(v, f"{key}.{k}".lstrip("."), active) for k, v in node.items())
+        if isinstance(node, list):
+            return 1 + sum(size(v, f"{key}[{i}]", active) for i, v in enumerate(node))
+        if not isinstance(node, str) or "${" not in node:
+            return 1
+        total = len(node)
+        for ref in _INTERPOLATION.findall(node):
+            ref = ref.strip()
+            if ref in active:
+                raise ConfigError(f"{key}: interpolation cycle through ${{{ref}}}")
+            if ref not in memo:
+                target = lookup(ref)
+                memo[ref] = 1 if target is None else size(target, ref, active + (ref,))
+            total += memo[ref]
+            if total > MAX_EXPANDED:
+                raise ConfigError(f"{key}: ${{...}} interpolation expands to more than {MAX_EXPANDED:,} "
+                                  "scalars/characters; refused")
+        return total
+
+    if size(data, "", ()) > MAX_EXPANDED:
+        raise ConfigError(f"config expands to more than {MAX_EXPANDED:,} scalars/characters through "
+                          "${...} interpolation; refused")
+
+
 def _interpolate(data: dict) -> dict:
     from omegaconf import OmegaConf
 
+    if "${" not in repr(data):
+        return data
+    _check_expansion(data)
     return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
 
 
@@ -177,14 +337,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -212,7 +375,11 @@ def build(cls: type[T], data: dict, prefix: str = "") -> T:
                           + f"; known keys{' of ' + prefix if prefix else ''}: {sorted(fields)}")
     kwargs = {}
     for name, value in data.items():
-        kwargs[name] = _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+        declared = fields[name].metadata.get("range")
+        if declared is not None:
+            declared.check(kwargs[name], key)
     try:
         return cls(**kwargs)
     except ConfigError as exc:
@@ -285,5 +452,7 @@ def explain(cls: type, prefix: str = "") -> list[str]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>")
-        lines.append(f"{key}: {_type_name(tp)} = {default!r}  # {docs.get(f.name, '')}")
+        declared = f.metadata.get("range")
+        limits = f" [{declared}]" if declared is not None else ""
+        lines.append(f"{key}: {_type_name(tp)} = {default!r}{limits}  # {docs.get(f.name, '')}")
     return lines

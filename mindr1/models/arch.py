@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, Optional
 
-from mindr1.config import ConfigError, build, load_yaml_tree
+from mindr1.config import ConfigError, build, field_range, load_yaml_tree, ranged
 
 FAMILIES = ("qwen2", "llama")
 _HF_ARCHITECTURE = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
@@ -25,39 +25,39 @@ class ModelArch:
 
     family: Literal["qwen2", "llama"] = "llama"
     """Model family: qwen2 (Qwen2, Qwen2.5, DeepSeek-R1-Distill-Qwen) or llama (Llama 2/3, SmolLM2)."""
-    num_layers: int = 2
+    num_layers: int = ranged(2, ge=1)
     """Number of transformer layers (HF num_hidden_layers)."""
-    hidden_size: int = 64
+    hidden_size: int = ranged(64, ge=1)
     """Model width."""
-    ffn_hidden_size: int = 128
+    ffn_hidden_size: int = ranged(128, ge=1)
     """Width of the SwiGLU MLP (HF intermediate_size)."""
-    num_attention_heads: int = 4
+    num_attention_heads: int = ranged(4, ge=1)
     """Query heads."""
-    num_query_groups: int = 2
+    num_query_groups: int = ranged(2, ge=1)
     """Key/value heads (GQA groups; HF num_key_value_heads)."""
-    kv_channels: Optional[int] = None
+    kv_channels: Optional[int] = ranged(None, ge=1)
     """Head dimension; hidden_size // num_attention_heads when unset."""
-    vocab_size: int = 256
+    vocab_size: int = ranged(256, ge=1)
     """True vocabulary size (rows of the HF embedding); padded for TP by padded_vocab."""
-    max_position_embeddings: int = 2048
+    max_position_embeddings: int = ranged(2048, ge=1)
     """Longest sequence RoPE is set up for."""
-    rope_theta: float = 10000.0
+    rope_theta: float = ranged(10000.0, gt=0)
     """RoPE base."""
     rope_scaling: Optional[dict] = None
     """HF rope_scaling dict (e.g. Llama-3 'llama3' type); None for plain RoPE."""
-    rms_norm_eps: float = 1e-6
+    rms_norm_eps: float = ranged(1e-6, gt=0)
     """RMSNorm epsilon."""
     add_qkv_bias: bool = False
     """Bias on the q/k/v projections (true for Qwen2)."""
     tie_word_embeddings: bool = False
     """Output layer shares the input embedding (SmolLM2, Qwen2.5-0.5B)."""
-    make_vocab_size_divisible_by: int = 128
+    make_vocab_size_divisible_by: int = ranged(128, ge=1)
     """Megatron pads the vocabulary to a multiple of this times TP."""
-    padded_vocab_size: Optional[int] = None
+    padded_vocab_size: Optional[int] = ranged(None, ge=1)
     """Explicit padded vocabulary size; overrides make_vocab_size_divisible_by."""
-    bos_token_id: Optional[int] = None
+    bos_token_id: Optional[int] = ranged(None, ge=0)
     """From the HF config; kept for export."""
-    eos_token_id: Optional[int | list] = None
+    eos_token_id: Optional[int | list] = ranged(None, ge=0)
     """From the HF config; kept for export."""
     torch_dtype: str = "float32"
     """The dtype the HF weights are stored in."""
@@ -135,6 +135,7 @@ class ModelArch:
         missing = [k for k in required if k not in cfg]
         if missing:
             raise ConfigError(f"{source}missing required field(s) {missing}")
+        _check_hf_numbers(cfg, source)
         consumed = set(required) | {"num_key_value_heads", "head_dim", "max_position_embeddings", "rope_theta",
                                     "rope_scaling", "rope_parameters", "rms_norm_eps", "attention_bias", "tie_word_embeddings",
                                     "bos_token_id", "eos_token_id", "torch_dtype", "model_type", "architectures",
@@ -218,6 +219,35 @@ class ModelArch:
             return build(cls, data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+
+
+# config.json key -> ModelArch field whose declared range it must satisfy.
+_HF_NUMBERS = {"num_hidden_layers": "num_layers", "hidden_size": "hidden_size", "intermediate_size": "ffn_hidden_size",
+               "num_attention_heads": "num_attention_heads", "num_key_value_heads": "num_query_groups",
+               "head_dim": "kv_channels", "vocab_size": "vocab_size", "max_position_embeddings": "max_position_embeddings",
+               "rope_theta": "rope_theta", "rms_norm_eps": "rms_norm_eps", "bos_token_id": "bos_token_id",
+               "eos_token_id": "eos_token_id"}
+
+
+def _check_hf_numbers(cfg: dict, source: str) -> None:
+    """config.json sizes must be JSON integers (not "64" or 2.5) in ModelArch's declared ranges,
+    checked before any of them divides another."""
+    for key, name in _HF_NUMBERS.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        tp = {f.name: f.type for f in fields(ModelArch)}[name]
+        want_int = "float" not in str(tp)
+        items = value if isinstance(value, list) and key == "eos_token_id" else [value]
+        for item in items:
+            ok = isinstance(item, int) if want_int else isinstance(item, (int, float))
+            if isinstance(item, bool) or not ok:
+                raise ConfigError(f"{source}{key}: expected {'an integer' if want_int else 'a number'}, "
+                                  f"got {item!r} ({type(item).__name__})")
+        try:
+            field_range(ModelArch, name).check(value, key)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}{exc}") from None
 
 
 def load_arch(source: str | Path | dict | ModelArch, family: str | None = None) -> ModelArch:

@@ -15,30 +15,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from mindr1.config import ConfigError
+from mindr1.config import ConfigError, ranged
 
 
 @dataclass
 class TrainingConfig:
     """Run-level settings: length, batch, logging, checkpoints, cluster."""
 
-    global_batch_size: int = 8
+    global_batch_size: int = ranged(8, ge=1)
     """Prompts per GRPO step (each sampled n_samples_per_prompt times)."""
-    train_iters: int = 10
+    train_iters: int = ranged(10, ge=1)
     """GRPO steps."""
-    seed: int = 1234
+    seed: int = ranged(1234, ge=0)
     """Seed of the prompt order, the sampler and weights not loaded."""
     tokenizer_name_or_path: Optional[str] = None
     """HF tokenizer dir used to decode completions (default: the one recorded by preprocessing)."""
     eval_data_path: Optional[str] = None
     """Held-out prompt dataset prefix; greedy reward/accuracy on it before training, every eval_interval and at the end."""
-    eval_interval: int = 0
+    eval_interval: int = ranged(0, ge=0)
     """Steps between held-out evaluations (0: only before and after training)."""
-    eval_samples: int = 64
+    eval_samples: int = ranged(64, ge=1)
     """Held-out prompts per evaluation."""
-    save_interval: int = 0
+    save_interval: int = ranged(0, ge=0)
     """Steps between checkpoints (0: only at the end)."""
-    log_interval: int = 1
+    log_interval: int = ranged(1, ge=1)
     """Steps between console lines (every step goes to jsonl/TensorBoard)."""
     tensorboard_dir: Optional[str] = None
     """TensorBoard directory (default: SAVE/tensorboard)."""
@@ -48,13 +48,13 @@ class TrainingConfig:
     """Write SAVE/grpo_curves.png at the end of the run."""
     ray_address: Optional[str] = None
     """Address of a running Ray cluster (``ray start --head``); default: a local Ray on 127.0.0.1."""
-    ray_num_cpus: Optional[int] = None
+    ray_num_cpus: Optional[int] = ranged(None, ge=1)
     """Logical CPUs of the local Ray (default: what the resource pools need)."""
-    worker_timeout_s: float = 600.0
+    worker_timeout_s: float = ranged(600.0, gt=0)
     """Longest wait for any worker call or collective; a dead or stuck worker stops the run."""
-    cpu_threads_per_worker: int = 0
+    cpu_threads_per_worker: int = ranged(0, ge=0)
     """torch threads per worker process on CPU (0: all cores / the largest group's size)."""
-    exit_after_iters: Optional[int] = None
+    exit_after_iters: Optional[int] = ranged(None, ge=1)
     """Stop after this many steps of this launch (tests of resume)."""
 
 
@@ -72,67 +72,67 @@ class ActorRolloutConfig:
     """Preprocessed prompt dataset (R1AlpacaStyleInstructionHandler, labels kept), or a blend "3,A,1,B"."""
     dataset_category: Optional[str] = None
     """Category per blend part ("1,0"), carried per sample."""
-    micro_batch_size: int = 4
+    micro_batch_size: int = ranged(4, ge=1)
     """Completions per micro-batch per data-parallel rank (forward and backward)."""
-    ppo_mini_batch_size: int = 8
+    ppo_mini_batch_size: int = ranged(8, ge=1)
     """Prompts per optimizer step; must divide training.global_batch_size."""
-    ppo_epochs: int = 1
+    ppo_epochs: int = ranged(1, ge=1)
     """Passes over each rollout batch."""
     shuffle: bool = False
     """Shuffle samples into mini-batches (seeded per step and epoch)."""
-    n_samples_per_prompt: int = 8
+    n_samples_per_prompt: int = ranged(8, ge=1)
     """Completions per prompt: the GRPO group size."""
-    temperature: float = 1.0
+    temperature: float = ranged(1.0, ge=0)
     """Sampling temperature (also divides the logits of the trainer's log-probs)."""
-    top_p: float = 1.0
+    top_p: float = ranged(1.0, gt=0, le=1)
     """Nucleus sampling mass."""
-    top_k: int = -1
+    top_k: int = ranged(-1, ge=1, also=(-1,))
     """Top-k sampling (-1: off)."""
-    max_prompt_length: int = 512
+    max_prompt_length: int = ranged(512, ge=1)
     """Longest prompt in tokens; longer prompts are left-truncated with a warning count in the metrics."""
-    max_response_length: int = 256
+    max_response_length: int = ranged(256, ge=1)
     """Most new tokens per completion."""
-    clip_ratio: float = 0.2
+    clip_ratio: float = ranged(0.2, ge=0)
     """PPO clip range (low side, and high side unless clip_ratio_high)."""
-    clip_ratio_high: Optional[float] = None
+    clip_ratio_high: Optional[float] = ranged(None, ge=0)
     """DAPO clip-higher upper range (default: clip_ratio)."""
-    entropy_coeff: float = 0.0
+    entropy_coeff: float = ranged(0.0, ge=0)
     """Entropy bonus coefficient (entropy is always logged)."""
     loss_agg_mode: str = "token_mean"
     """token_mean, seq_mean_token_mean, seq_mean_token_sum or seq_mean_token_sum_norm."""
-    lr: float = 1e-6
+    lr: float = ranged(1e-6, ge=0)
     """Peak learning rate."""
-    min_lr: float = 0.0
+    min_lr: float = ranged(0.0, ge=0)
     """Learning rate at the end of the decay."""
     lr_decay_style: str = "constant"
     """constant, linear or cosine."""
-    lr_warmup_iters: int = 0
+    lr_warmup_iters: int = ranged(0, ge=0)
     """Optimizer steps of linear warmup."""
-    weight_decay: float = 0.0
+    weight_decay: float = ranged(0.0, ge=0)
     """AdamW weight decay."""
-    adam_beta1: float = 0.9
+    adam_beta1: float = ranged(0.9, ge=0, lt=1)
     """Adam beta1."""
-    adam_beta2: float = 0.99
+    adam_beta2: float = ranged(0.99, ge=0, lt=1)
     """Adam beta2."""
-    clip_grad: float = 1.0
+    clip_grad: float = ranged(1.0, ge=0)
     """Gradient clipping by global norm (0: off)."""
     use_distributed_optimizer: bool = False
     """Shard optimizer state over DP ranks."""
     bf16: Optional[bool] = None
     """bf16 weights (default: on GPU/NPU, off on CPU)."""
-    tensor_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = ranged(1, ge=1)
     """Actor TP degree."""
-    pipeline_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = ranged(1, ge=1)
     """Actor PP degree."""
-    num_gpus_for_train: int = 0
+    num_gpus_for_train: int = ranged(0, ge=0)
     """Separate placement: devices of the actor (0: colocated, the actor uses all of resource_pool.actor_rollout)."""
-    num_gpus_for_infer: int = 0
+    num_gpus_for_infer: int = ranged(0, ge=0)
     """Separate placement: devices of the rollout engines (0: colocated with the actor, sleeping while it trains)."""
-    infer_tensor_parallel_size: int = 1
+    infer_tensor_parallel_size: int = ranged(1, ge=1)
     """Devices per rollout engine (vLLM tensor parallelism); engines = inference devices / this."""
     rollout_engine: Optional[str] = None
     """hf or vllm (default: vllm on GPU/NPU, hf on CPU)."""
-    weight_sync_bucket_mb: float = 256.0
+    weight_sync_bucket_mb: float = ranged(256.0, gt=0)
     """Bucket size of the actor -> engine weight stream."""
 
 
@@ -140,11 +140,11 @@ class ActorRolloutConfig:
 class RefConfig:
     """The reference policy (frozen initial weights) for the KL penalty."""
 
-    tensor_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = ranged(1, ge=1)
     """Reference TP degree."""
-    pipeline_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = ranged(1, ge=1)
     """Reference PP degree."""
-    micro_batch_size: int = 8
+    micro_batch_size: int = ranged(8, ge=1)
     """Completions per forward micro-batch per DP rank."""
 
 
@@ -166,11 +166,11 @@ class KLCtrlConfig:
 
     type: str = "fixed"
     """fixed or adaptive."""
-    kl_coef: float = 0.001
+    kl_coef: float = ranged(0.001, ge=0)
     """KL coefficient (0: no reference model is started)."""
-    target_kl: float = 0.1
+    target_kl: float = ranged(0.1, gt=0)
     """Adaptive control: KL to track."""
-    horizon: int = 10000
+    horizon: int = ranged(10000, ge=1)
     """Adaptive control: horizon in steps."""
 
 
@@ -186,9 +186,9 @@ class AlgorithmConfig:
     """KL coefficient control."""
     verifier_function: list[str] = field(default_factory=lambda: ["acc", "format"])
     """Verifiers (registered names) summed into the reward."""
-    verifier_weight: list[float] = field(default_factory=lambda: [1.0, 0.5])
+    verifier_weight: list[float] = ranged(default_factory=lambda: [1.0, 0.5])
     """Weight per verifier."""
-    missing_eos_penalty: float = 0.0
+    missing_eos_penalty: float = ranged(0.0, ge=0)
     """Subtracted from the reward of completions cut at max_response_length."""
 
 
@@ -196,11 +196,11 @@ class AlgorithmConfig:
 class ResourcePoolConfig:
     """Devices per role (GPUs, NPUs, or CPU slots)."""
 
-    actor_rollout: int = 1
+    actor_rollout: int = ranged(1, ge=1)
     """Devices of actor + rollout (colocated: shared; separate: num_gpus_for_train + num_gpus_for_infer)."""
-    ref: int = 1
+    ref: int = ranged(1, ge=0)
     """Devices of the reference group (ref TP x PP x its DP)."""
-    reward: int = 1
+    reward: int = ranged(1, ge=1)
     """Reward workers (CPU processes; devices only for a reward model)."""
 
 

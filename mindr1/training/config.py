@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from mindr1.config import ConfigError
+from mindr1.config import ConfigError, ranged
 
 # MindSpeed-LLM / Megatron-LM flags accepted from existing scripts and ignored: each is either
 # always on here or a kernel choice that megatron-core makes by itself.
@@ -50,43 +50,43 @@ class SFTConfig:
     """Category per blend part ("1,0"), carried per sample."""
     eval_data_path: Optional[str] = None
     """Held-out dataset prefix; its loss is reported every eval_interval and at the end."""
-    eval_interval: int = 0
+    eval_interval: int = ranged(0, ge=0)
     """Iterations between evaluations (0: only before training and at the end)."""
-    eval_samples: int = 64
+    eval_samples: int = ranged(64, ge=1)
     """Held-out samples per evaluation."""
-    seq_length: int = 2048
+    seq_length: int = ranged(2048, ge=1)
     """Longest sequence; longer samples are cut to it (preprocessing usually did this already)."""
-    micro_batch_size: int = 1
+    micro_batch_size: int = ranged(1, ge=1)
     """Samples per micro-batch per data-parallel rank."""
-    global_batch_size: int = 8
+    global_batch_size: int = ranged(8, ge=1)
     """Samples per optimizer step, over all DP ranks and accumulation steps."""
-    train_iters: int = 10
+    train_iters: int = ranged(10, ge=1)
     """Optimizer steps."""
-    lr: float = 1e-5
+    lr: float = ranged(1e-5, ge=0)
     """Peak learning rate."""
-    min_lr: float = 0.0
+    min_lr: float = ranged(0.0, ge=0)
     """Learning rate at the end of the decay."""
     lr_decay_style: str = "cosine"
     """constant, linear or cosine decay after the warmup."""
-    lr_warmup_fraction: Optional[float] = None
+    lr_warmup_fraction: Optional[float] = ranged(None, ge=0, lt=1)
     """Share of train_iters spent warming up linearly from 0 (overrides lr_warmup_iters)."""
-    lr_warmup_iters: int = 0
+    lr_warmup_iters: int = ranged(0, ge=0)
     """Warmup iterations when lr_warmup_fraction is not set."""
-    lr_decay_iters: Optional[int] = None
+    lr_decay_iters: Optional[int] = ranged(None, ge=1)
     """Iterations over which the LR decays (default: train_iters)."""
-    weight_decay: float = 0.0
+    weight_decay: float = ranged(0.0, ge=0)
     """AdamW weight decay."""
-    adam_beta1: float = 0.9
+    adam_beta1: float = ranged(0.9, ge=0, lt=1)
     """Adam beta1."""
-    adam_beta2: float = 0.95
+    adam_beta2: float = ranged(0.95, ge=0, lt=1)
     """Adam beta2."""
-    adam_eps: float = 1e-8
+    adam_eps: float = ranged(1e-8, gt=0)
     """Adam epsilon."""
-    clip_grad: float = 1.0
+    clip_grad: float = ranged(1.0, ge=0)
     """Gradient clipping by global norm (0 disables)."""
-    tensor_model_parallel_size: int = 1
+    tensor_model_parallel_size: int = ranged(1, ge=1)
     """TP degree."""
-    pipeline_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = ranged(1, ge=1)
     """PP degree."""
     num_layer_list: Optional[str] = None
     """Uneven pipeline stages, e.g. "7,7,7,7" (megatron-core allows only the first/last to differ)."""
@@ -94,21 +94,21 @@ class SFTConfig:
     """Shard optimizer state over DP ranks (megatron DistributedOptimizer)."""
     bf16: Optional[bool] = None
     """bf16 parameters (default: true on GPU/NPU, false on CPU, where fp32 is used)."""
-    seed: int = 1234
+    seed: int = ranged(1234, ge=0)
     """Seed of weights not loaded, data order and dropout."""
-    save_interval: int = 0
+    save_interval: int = ranged(0, ge=0)
     """Iterations between checkpoints (0: only at the end)."""
-    log_interval: int = 1
+    log_interval: int = ranged(1, ge=1)
     """Iterations between log lines."""
     tensorboard_dir: Optional[str] = None
     """TensorBoard directory (default: SAVE/tensorboard when save is set)."""
     wandb_project: Optional[str] = None
     """Weights & Biases project; logging to wandb only when set and wandb is installed."""
-    peak_tflops: Optional[float] = None
+    peak_tflops: Optional[float] = ranged(None, gt=0)
     """Peak TFLOP/s per device for MFU (default: looked up for known GPUs; none on CPU)."""
-    distributed_timeout_s: int = 600
+    distributed_timeout_s: int = ranged(600, gt=0)
     """Timeout of every collective; a dead rank stops the run with an error, not a hang."""
-    exit_after_iters: Optional[int] = None
+    exit_after_iters: Optional[int] = ranged(None, ge=1)
     """Stop after this many iterations of this launch (tests of resume)."""
 
     def __post_init__(self):

@@ -150,9 +150,15 @@ def test_existing_output_needs_force(capsys, hf, tmp_path):
     (out / "keep.txt").write_text("x")
     _fails(capsys, hf, "hf", "mg", match="exists and is not empty; pass --force", out=out)
     assert (out / "keep.txt").exists()
-    assert main(["--load-model-type", "hf", "--save-model-type", "mg", "--load-dir", str(hf), "--save-dir", str(out),
-                 "--no-fsync", "--force"]) == 0
-    assert not (out / "keep.txt").exists() and layout.read_latest(out) == "release"
+    # --force replaces a previous output, never a file the converter did not write
+    _fails(capsys, hf, "hf", "mg", "--force", match="holds files this tool did not write (keep.txt)", out=out)
+    assert (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
+    argv = ["--load-model-type", "hf", "--save-model-type", "mg", "--load-dir", str(hf), "--save-dir", str(out),
+            "--no-fsync"]
+    assert main(argv) == 0
+    assert main(argv + ["--target-tensor-parallel-size", "2", "--force"]) == 0
+    assert layout.read_latest(out) == "release" and layout.shard_path(out, "release", 1, 0, 1).is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
