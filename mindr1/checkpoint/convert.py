@@ -142,21 +142,15 @@ def _layer_list(opts) -> list[int] | None:
         raise ConfigError(f"--num-layer-list {opts.num_layer_list!r}: expected comma-separated ints") from None
 
 
-_SHARD_FILES = re.compile(r"^(model_optim_rng\.pt|optim_dp\d{3}\.pt)$")
 _HF_FILES = re.compile(r"^(model\.safetensors|model-\d{5}-of-\d{5}\.safetensors|model\.safetensors\.index\.json|"
                        r"config\.json|generation_config\.json)$")
 
 
 def written_by_convert(rel: Path, is_dir: bool) -> bool:
     """Whether ``rel`` (relative to --save-dir) is something a conversion writes; --force replaces only those."""
-    parts = rel.parts
-    if len(parts) == 1:
-        if is_dir:
-            return parts[0] == layout.RELEASE or re.fullmatch(r"iter_\d{7}", parts[0]) is not None
-        return parts[0] == layout.LATEST or parts[0] in TOKENIZER_FILES or _HF_FILES.match(parts[0]) is not None
-    if len(parts) == 2:
-        return is_dir and re.fullmatch(r"mp_rank_\d{2}(_\d{3})?", parts[1]) is not None
-    return len(parts) == 3 and not is_dir and _SHARD_FILES.match(parts[2]) is not None
+    if layout.is_layout_entry(rel, is_dir):
+        return True
+    return len(rel.parts) == 1 and not is_dir and (rel.name in TOKENIZER_FILES or _HF_FILES.match(rel.name) is not None)
 
 
 def write_mg(opts, src: Source, arch: ModelArch, out: Path) -> None:

@@ -43,6 +43,30 @@ def iteration_dir_name(iteration: int | str) -> str:
     return f"iter_{iteration:07d}"
 
 
+_ITER_DIR = re.compile(r"^iter_(\d{7})$")
+_RANK_DIR = re.compile(r"^mp_rank_\d{2}(_\d{3})?$")
+_RANK_FILE = re.compile(r"^(model_optim_rng\.pt|optim_dp\d{3}\.pt)$")
+
+
+def is_layout_entry(rel: Path, is_dir: bool) -> bool:
+    """Whether ``rel`` (relative to a checkpoint root) is part of the layout mindr1 writes:
+    ``{release|iter_N}/mp_rank_XX[_YYY]/{model_optim_rng.pt|optim_dpXXX.pt}`` and the latest file."""
+    parts = rel.parts
+    if len(parts) == 1:
+        return (parts[0] == RELEASE or _ITER_DIR.match(parts[0]) is not None) if is_dir else parts[0] == LATEST
+    if len(parts) == 2:
+        return is_dir and _RANK_DIR.match(parts[1]) is not None
+    return len(parts) == 3 and not is_dir and _RANK_FILE.match(parts[2]) is not None
+
+
+def iterations(root: str | Path) -> list[int]:
+    """The ``iter_%07d`` folders of ``root``, ascending."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for m in (_ITER_DIR.match(p.name) for p in root.iterdir() if p.is_dir()) if m)
+
+
 def shard_dir(root: str | Path, iteration: int | str, tp_rank: int, pp_rank: int, pp_size: int) -> Path:
     """``root/{release|iter_%07d}/mp_rank_%02d`` (PP=1) or ``.../mp_rank_%02d_%03d`` (PP>1)."""
     name = f"mp_rank_{tp_rank:02d}" if pp_size == 1 else f"mp_rank_{tp_rank:02d}_{pp_rank:03d}"

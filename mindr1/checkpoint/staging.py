@@ -70,11 +70,11 @@ def check_output_dir(save_dir: Path, load_dir: Path, force: bool, is_ours: Calla
     return save
 
 
-def _private_dir(parent: Path, prefix: str) -> Path:
+def _private_dir(parent: Path, prefix: str, target: Path) -> Path:
     try:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     except OSError as exc:
-        raise write_error(parent / prefix, exc) from None
+        raise write_error(target, exc) from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary directory
@@ -98,7 +98,7 @@ def _swap(tmp: Path, save: Path) -> None:
 
 def _move_entries_in(tmp: Path, save: Path) -> None:
     """``save`` is a mount point: park its previous output in a folder inside it, move ``tmp``'s entries up."""
-    old = _private_dir(save, f".{save.name}.old-")
+    old = _private_dir(save, f".{save.name}.old-", save)
     previous = [p for p in save.iterdir() if p not in (tmp, old)]
     for p in previous:
         os.rename(p, old / p.name)
@@ -129,13 +129,16 @@ def staged_output(save_dir: Path, force: bool, load_dir: Path,
             save.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(save, exc) from None
-    tmp = _private_dir(save if mount else save.parent, f".{save.name}.tmp-")
+    tmp = _private_dir(save if mount else save.parent, f".{save.name}.tmp-", save)
     try:
         yield tmp
         (_move_entries_in if mount else _swap)(tmp, save)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(save, exc) from None
+    except CheckpointError as exc:  # name the output the user asked for, not the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(str(exc).replace(str(tmp), str(save))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -119,6 +119,14 @@ def field_range(cls: type, name: str) -> Range | None:
     return None
 
 
+def checkpoint_retention(keep_last_n: int | None, save_total_limit: int | None, prefix: str = "") -> int | None:
+    """``keep_last_n`` with its alias ``save_total_limit`` folded in (both set must agree)."""
+    if keep_last_n is not None and save_total_limit is not None and keep_last_n != save_total_limit:
+        raise ConfigError(f"{prefix}keep_last_n ({keep_last_n}) and its alias {prefix}save_total_limit "
+                          f"({save_total_limit}) disagree; set one")
+    return keep_last_n if keep_last_n is not None else save_total_limit
+
+
 # ----------------------------------------------------------------------------- YAML side
 
 #: Most scalars and characters a config may expand to through ``${...}`` interpolation.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from mindr1.config import ConfigError, ranged
+from mindr1.config.loader import checkpoint_retention
 
 
 @dataclass
@@ -38,6 +39,13 @@ class TrainingConfig:
     """Held-out prompts per evaluation."""
     save_interval: int = ranged(0, ge=0)
     """Steps between checkpoints (0: only at the end)."""
+    keep_last_n: Optional[int] = ranged(None, ge=1)
+    """Keep only the latest and the N newest iter_* checkpoints (older ones the trainer wrote are deleted;
+    unset: keep all). Megatron-LM / HF users know it as save_total_limit."""
+    save_total_limit: Optional[int] = ranged(None, ge=1)
+    """Alias of keep_last_n."""
+    keep_every_n: Optional[int] = ranged(None, ge=1)
+    """With keep_last_n: also keep every iteration divisible by this (milestones)."""
     log_interval: int = ranged(1, ge=1)
     """Steps between console lines (every step goes to jsonl/TensorBoard)."""
     tensorboard_dir: Optional[str] = None
@@ -268,6 +276,8 @@ class GRPOConfig:
                               "group advantages need >= 2")
         if ar.rollout_engine not in (None, "hf", "vllm"):
             raise ConfigError(f"actor_rollout_ref.actor_rollout.rollout_engine: {ar.rollout_engine!r} is not hf or vllm")
+        t = self.training
+        t.keep_last_n = checkpoint_retention(t.keep_last_n, t.save_total_limit, "training.")
         self.check_sizes()
 
     # ------------------------------------------------------------------ derived sizes

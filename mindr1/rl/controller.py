@@ -241,7 +241,8 @@ class GRPOController:
     def save(self) -> None:
         state = {"step": self.step, "source": self.source.state_dict(), "kl_ctrl": self.kl_ctrl.state_dict(),
                  "torch_rng": torch.get_rng_state()}
-        self.cluster.actor.call("save_checkpoint", self.step, state)
+        t = self.cfg.training
+        self.cluster.actor.call("save_checkpoint", self.step, state, t.keep_last_n, t.keep_every_n)
 
     def _log(self, step: int, metrics: dict) -> None:
         clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}

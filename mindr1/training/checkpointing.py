@@ -9,11 +9,16 @@ parameters. (megatron's own ``save_parameter_state`` drops the per-parameter ``s
 Adam, which megatron uses when neither apex nor transformer-engine is installed, and cannot be
 loaded back; a per-rank file also needs no gather.) Resuming with another DP size needs
 ``use_distributed_optimizer: false`` or a fresh optimizer (``no_load_optim``). ``latest_checkpointed_iteration.txt`` is written
-last, after every rank has finished, so a run killed mid-save resumes from the previous checkpoint.
+last, after every rank has finished and fsynced its files, so a run killed mid-save resumes from the previous
+checkpoint. A rank whose save fails (full disk, no permission) removes what it wrote of that iteration and
+raises an error naming the path and the cause. With ``keep_last_n`` (alias ``save_total_limit``) rank 0 then
+deletes older ``iter_*`` folders, keeping the latest, the N newest and every ``keep_every_n``-th; it
+deletes only folders that hold nothing but this layout (``release`` and anything else are never touched).
 """
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -21,9 +26,8 @@ import torch
 import torch.distributed as dist
 
 from mindr1.checkpoint import layout
+from mindr1.checkpoint.staging import foreign_entries
 from mindr1.parallel.state import barrier
-
-
 
 def _optim_file(shard: Path, dp_rank: int) -> Path:
     return shard.parent / f"optim_dp{dp_rank:03d}.pt"
@@ -70,10 +74,8 @@ def _set_rng_state(accelerator, state: dict) -> None:
 
 
 def save(root: str | Path, iteration: int, ctx, model, optimizer, scheduler, args: dict, train_state: dict,
-         timeout_s: float = 600) -> Path:
-    """Save this rank's part of iteration ``iteration``; rank 0 then records it as the latest."""
-    from mindr1.models.megatron import local_state_dict
-
+         timeout_s: float = 600, keep_last_n: Optional[int] = None, keep_every_n: Optional[int] = None) -> Path:
+    """Save this rank's part of iteration ``iteration``; rank 0 then records it as the latest and prunes."""
     root = Path(root)
     topo = ctx.topology
     path = layout.shard_path(root, iteration, ctx.tp_rank, ctx.pp_rank, topo.pp)
@@ -83,26 +85,73 @@ def save(root: str | Path, iteration: int, ctx, model, optimizer, scheduler, arg
         if stale.exists():
             shutil.rmtree(stale)
     barrier(timeout_s)
-    if optimizer is not None and (ctx.dp_rank == 0 or _is_sharded(optimizer)):
-        layout.save_shard(_optim_file(path, ctx.dp_rank if _is_sharded(optimizer) else 0),
-                          {"optimizer": optimizer_state(optimizer)})
-    if ctx.dp_rank == 0:
-        state = {
-            "model": local_state_dict(model),
-            "iteration": iteration,
-            "checkpoint_version": layout.CHECKPOINT_VERSION,
-            "args": args,
-            "optimizer": {"per_rank_files": True} if optimizer is not None else None,
-            "opt_param_scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng_state": _rng_state(ctx.accelerator),
-            "train_state": train_state,
-        }
-        layout.save_shard(path, state)
+    _save_rank(path, iteration, ctx, model, optimizer, scheduler, args, train_state)
     barrier(timeout_s)
     if dist.get_rank() == 0:
         layout.write_latest(root, iteration)
+        prune(root, iteration, keep_last_n, keep_every_n)
     barrier(timeout_s)
     return path
+
+
+def _save_rank(path: Path, iteration: int, ctx, model, optimizer, scheduler, args: dict, train_state: dict) -> None:
+    """This rank's files of the iteration; on any failure the ones it already wrote are removed."""
+    from mindr1.models.megatron import local_state_dict
+
+    written: list[Path] = []
+    try:
+        if optimizer is not None and (ctx.dp_rank == 0 or _is_sharded(optimizer)):
+            optim_path = _optim_file(path, ctx.dp_rank if _is_sharded(optimizer) else 0)
+            layout.save_shard(optim_path, {"optimizer": optimizer_state(optimizer)})
+            written.append(optim_path)
+        if ctx.dp_rank == 0:
+            state = {
+                "model": local_state_dict(model),
+                "iteration": iteration,
+                "checkpoint_version": layout.CHECKPOINT_VERSION,
+                "args": args,
+                "optimizer": {"per_rank_files": True} if optimizer is not None else None,
+                "opt_param_scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng_state": _rng_state(ctx.accelerator),
+                "train_state": train_state,
+            }
+            layout.save_shard(path, state)
+    except BaseException:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise
+
+
+def retained(iterations: list[int], latest: int, keep_last_n: Optional[int], keep_every_n: Optional[int]) -> set[int]:
+    """The iterations a pruning keeps: ``latest``, the ``keep_last_n`` newest up to it, every
+    ``keep_every_n``-th, and all of them when ``keep_last_n`` is unset."""
+    upto = [i for i in iterations if i <= latest]
+    if not keep_last_n:
+        return set(iterations)
+    keep = set(upto[-keep_last_n:]) | {latest} | {i for i in iterations if i > latest}
+    if keep_every_n:
+        keep |= {i for i in upto if i % keep_every_n == 0}
+    return keep
+
+
+def prune(root: str | Path, latest: int, keep_last_n: Optional[int], keep_every_n: Optional[int] = None) -> list[int]:
+    """Delete the ``iter_*`` folders of ``root`` that :func:`retained` drops; returns their iterations.
+
+    A folder holding anything this checkpointer does not write is left alone (with a warning).
+    """
+    root = Path(root)
+    found = layout.iterations(root)
+    removed = []
+    for it in sorted(set(found) - retained(found, latest, keep_last_n, keep_every_n)):
+        folder = root / layout.iteration_dir_name(it)
+        foreign = foreign_entries(folder, lambda rel, is_dir: layout.is_layout_entry(folder.name / rel, is_dir))
+        if foreign or folder.is_symlink():
+            print(f"[mindr1] keep_last_n: not deleting {folder}: it holds files the trainer did not write "
+                  f"({[str(p) for p in foreign[:3]]})", file=sys.stderr, flush=True)
+            continue
+        shutil.rmtree(folder)
+        removed.append(it)
+    return removed
 
 
 def _is_sharded(optimizer) -> bool:

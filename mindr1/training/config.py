@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from mindr1.config import ConfigError, ranged
+from mindr1.config.loader import checkpoint_retention
 
 # MindSpeed-LLM / Megatron-LM flags accepted from existing scripts and ignored: each is either
 # always on here or a kernel choice that megatron-core makes by itself.
@@ -98,6 +99,13 @@ class SFTConfig:
     """Seed of weights not loaded, data order and dropout."""
     save_interval: int = ranged(0, ge=0)
     """Iterations between checkpoints (0: only at the end)."""
+    keep_last_n: Optional[int] = ranged(None, ge=1)
+    """Keep only the latest and the N newest iter_* checkpoints (older ones the trainer wrote are deleted;
+    unset: keep all). Megatron-LM / HF users know it as save_total_limit."""
+    save_total_limit: Optional[int] = ranged(None, ge=1)
+    """Alias of keep_last_n."""
+    keep_every_n: Optional[int] = ranged(None, ge=1)
+    """With keep_last_n: also keep every iteration divisible by this (milestones)."""
     log_interval: int = ranged(1, ge=1)
     """Iterations between log lines."""
     tensorboard_dir: Optional[str] = None
@@ -121,6 +129,7 @@ class SFTConfig:
             raise ConfigError(f"lr_warmup_fraction: {self.lr_warmup_fraction} is not in [0, 1)")
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr {self.min_lr} is above lr {self.lr}")
+        self.keep_last_n = checkpoint_retention(self.keep_last_n, self.save_total_limit)
 
     def check_world(self, world_size: int) -> int:
         """The DP size for ``world_size``; errors name the numbers that do not divide."""

@@ -241,7 +241,8 @@ class SFTTrainer:
         checkpointing.save(self.cfg.save, self.iteration, self.ctx, self.model.module, self.optimizer,
                            self.scheduler, args, {"iteration": self.iteration,
                                                   "consumed_samples": self.iteration * self.cfg.global_batch_size},
-                           timeout_s=self.cfg.distributed_timeout_s)
+                           timeout_s=self.cfg.distributed_timeout_s, keep_last_n=self.cfg.keep_last_n,
+                           keep_every_n=self.cfg.keep_every_n)
 
     def _log(self, step: int, metrics: dict) -> None:
         if self.logger:
@@ -268,7 +269,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         nproc = int(argv[k + 1])
         argv = argv[:k] + argv[k + 2:]
     config_path, overrides = flags_to_overrides(argv)
-    cfg = load_config(SFTConfig, config_path, overrides)
+    try:
+        cfg = load_config(SFTConfig, config_path, overrides)
+    except ConfigError as exc:
+        print(f"mindr1 sft: config error: {exc}", file=sys.stderr)
+        return 2
     nproc = nproc or cfg.tensor_model_parallel_size * cfg.pipeline_model_parallel_size
     if "LOCAL_RANK" not in os.environ and nproc > 1:
         return _relaunch_under_torchrun(argv, nproc)

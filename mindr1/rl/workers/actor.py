@@ -182,7 +182,8 @@ class ActorWorker(MegatronWorker):
         sync_weights(self.model, self.arch, sink, bucket_size_mb=bucket_mb, timeout_s=self.spec.timeout_s)
         return None if sink is None else sink.refs
 
-    def save_checkpoint(self, step: int, train_state: dict) -> str:
+    def save_checkpoint(self, step: int, train_state: dict, keep_last_n: Optional[int] = None,
+                        keep_every_n: Optional[int] = None) -> str:
         from mindr1.checkpoint.mcore_io import megatron_args
         from mindr1.training import checkpointing
 
@@ -190,7 +191,8 @@ class ActorWorker(MegatronWorker):
                              "bf16" if self.dtype == torch.bfloat16 else "fp32", self.source_args.get("hf_config"),
                              extra={"mindr1_grpo": True})
         path = checkpointing.save(self.settings.save, step, self.ctx, self.model.module, self.optimizer,
-                                  self.scheduler, args, train_state, timeout_s=self.spec.timeout_s)
+                                  self.scheduler, args, train_state, timeout_s=self.spec.timeout_s,
+                                  keep_last_n=keep_last_n, keep_every_n=keep_every_n)
         return str(path)
 
     def modules(self) -> list:
