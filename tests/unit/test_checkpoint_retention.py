@@ -127,3 +127,15 @@ def _as_full(write_error):
         return write_error(path, OSError(errno.ENOSPC, "No space left on device") if isinstance(exc, RuntimeError)
                            else exc)
     return diagnose
+
+
+def test_files_and_folders_are_fsynced_before_latest_moves(ctx, tmp_path, monkeypatch):
+    events = []
+    real_fsync_dir, real_replace = layout.fsync_dir, os.replace
+    monkeypatch.setattr(layout, "fsync_dir", lambda d: (events.append(("fsync_dir", Path(d))), real_fsync_dir(d)))
+    monkeypatch.setattr(layout.os, "replace", lambda a, b: (events.append(("rename", Path(b))), real_replace(a, b)))
+    _save(tmp_path, 3, ctx, torch.nn.Linear(2, 2))
+    shard = layout.shard_path(tmp_path, 3, 0, 0, 1)
+    latest = events.index(("rename", tmp_path / layout.LATEST))
+    assert events.index(("fsync_dir", shard.parent)) < latest, events
+    assert events[latest + 1] == ("fsync_dir", tmp_path), "the rename of latest is not made durable"
