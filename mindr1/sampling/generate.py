@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from mindr1.config import Range
 from mindr1.sampling.prompts import PromptSource, load_rows
 
 
@@ -39,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     tpl.add_argument("--prompt-type", help="a template of configs/finetune/templates.json (e.g. qwen_r1)")
     p.add_argument("--max-new-tokens", type=int, default=1024)
     p.add_argument("--prompt-max-len", type=int, default=1024, help="longer prompts keep their last tokens")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=Range(ge=0).argtype(float), default=1.0)
+    p.add_argument("--top-p", type=Range(gt=0, le=1).argtype(float), default=1.0)
     p.add_argument("--top-k", type=int, default=-1)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--best-of-n", type=int, default=1, help="responses per prompt")
@@ -149,11 +150,24 @@ def _progress(total: int, done: int, disabled: bool):
     return tqdm(total=total, initial=done, desc="generate", unit="prompt", disable=disabled, file=sys.stderr)
 
 
+def check_output_path(opts) -> None:
+    """--output-path may not be a directory or one of the inputs (it is replaced when the run ends)."""
+    out = Path(opts.output_path).resolve()
+    if out.is_dir():
+        raise SystemExit(f"mindr1 generate: --output-path {opts.output_path} is a directory; name a .jsonl file")
+    for flag in ("dataset", "pretrain", "load", "tokenizer"):
+        value = getattr(opts, flag)
+        if value and (out == Path(value).resolve() or out.with_suffix(".hf") == Path(value).resolve()):
+            raise SystemExit(f"mindr1 generate: --output-path {opts.output_path} would replace the --{flag} input "
+                             f"{value}; write to another file")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     opts = build_parser().parse_args(argv)
     for name in ("best_of_n", "rollout_batch_size", "max_new_tokens", "prompt_max_len"):
         if getattr(opts, name) < 1:
             raise SystemExit(f"mindr1 generate: --{name.replace('_', '-')} must be >= 1")
+    check_output_path(opts)
     out = run(opts)
     print(f"wrote {out}")
     return 0
