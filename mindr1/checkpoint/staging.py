@@ -50,6 +50,14 @@ def foreign_entries(root: Path, is_ours: Callable[[Path, bool], bool]) -> list[P
     return sorted(foreign)
 
 
+_LOST_FOUND = "lost+found"  # fsck's folder at the root of an ext* mount: not ours, never moved
+
+
+def _entries(folder: Path) -> list[Path]:
+    mount = os.path.ismount(folder)
+    return [p for p in folder.iterdir() if not (mount and p.name == _LOST_FOUND)]
+
+
 def check_output_dir(save_dir: Path, load_dir: Path, force: bool, is_ours: Callable[[Path, bool], bool]) -> Path:
     """Validate ``save_dir`` before anything is read or written; returns it with symlinks resolved."""
     save, load = save_dir.resolve(), load_dir.resolve()
@@ -59,10 +67,10 @@ def check_output_dir(save_dir: Path, load_dir: Path, force: bool, is_ours: Calla
                               "outside it (--force never replaces the input)")
     if save.exists() and not save.is_dir():
         raise CheckpointError(f"--save-dir {save_dir} exists and is not a directory; nothing was changed")
-    if save.is_dir() and any(save.iterdir()):
+    if save.is_dir() and _entries(save):
         if not force:
             raise CheckpointError(f"--save-dir {save_dir} exists and is not empty; pass --force to replace it")
-        foreign = foreign_entries(save, is_ours)
+        foreign = [p for p in foreign_entries(save, is_ours) if str(p) != _LOST_FOUND or not os.path.ismount(save)]
         if foreign:
             shown = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise CheckpointError(f"--save-dir {save_dir} holds files this tool did not write ({shown}); --force "
@@ -99,7 +107,7 @@ def _swap(tmp: Path, save: Path) -> None:
 def _move_entries_in(tmp: Path, save: Path) -> None:
     """``save`` is a mount point: park its previous output in a folder inside it, move ``tmp``'s entries up."""
     old = _private_dir(save, f".{save.name}.old-", save)
-    previous = [p for p in save.iterdir() if p not in (tmp, old)]
+    previous = [p for p in _entries(save) if p not in (tmp, old)]
     for p in previous:
         os.rename(p, old / p.name)
     moved = []

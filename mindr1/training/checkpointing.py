@@ -83,6 +83,7 @@ def save(root: str | Path, iteration: int, ctx, model, optimizer, scheduler, arg
         # A partial directory left by a run killed mid-save is replaced, never mixed with.
         stale = root / layout.iteration_dir_name(iteration)
         if stale.exists():
+            _check_ours(stale)
             shutil.rmtree(stale)
     barrier(timeout_s)
     _save_rank(path, iteration, ctx, model, optimizer, scheduler, args, train_state)
@@ -134,6 +135,20 @@ def retained(iterations: list[int], latest: int, keep_last_n: Optional[int], kee
     return keep
 
 
+def _foreign(folder: Path) -> list[Path]:
+    """What under an ``iter_*`` folder this checkpointer does not write (a symlinked folder counts)."""
+    if folder.is_symlink():
+        return [Path(".")]
+    return foreign_entries(folder, lambda rel, is_dir: layout.is_layout_entry(folder.name / rel, is_dir))
+
+
+def _check_ours(folder: Path) -> None:
+    foreign = _foreign(folder)
+    if foreign:
+        raise layout.CheckpointError(f"{folder}: holds files the trainer did not write ({[str(p) for p in foreign[:3]]}); "
+                                     "move them away, the checkpoint of this iteration is written there")
+
+
 def prune(root: str | Path, latest: int, keep_last_n: Optional[int], keep_every_n: Optional[int] = None) -> list[int]:
     """Delete the ``iter_*`` folders of ``root`` that :func:`retained` drops; returns their iterations.
 
@@ -144,8 +159,8 @@ def prune(root: str | Path, latest: int, keep_last_n: Optional[int], keep_every_
     removed = []
     for it in sorted(set(found) - retained(found, latest, keep_last_n, keep_every_n)):
         folder = root / layout.iteration_dir_name(it)
-        foreign = foreign_entries(folder, lambda rel, is_dir: layout.is_layout_entry(folder.name / rel, is_dir))
-        if foreign or folder.is_symlink():
+        foreign = _foreign(folder)
+        if foreign:
             print(f"[mindr1] keep_last_n: not deleting {folder}: it holds files the trainer did not write "
                   f"({[str(p) for p in foreign[:3]]})", file=sys.stderr, flush=True)
             continue

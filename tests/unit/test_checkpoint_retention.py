@@ -139,3 +139,11 @@ def test_files_and_folders_are_fsynced_before_latest_moves(ctx, tmp_path, monkey
     latest = events.index(("rename", tmp_path / layout.LATEST))
     assert events.index(("fsync_dir", shard.parent)) < latest, events
     assert events[latest + 1] == ("fsync_dir", tmp_path), "the rename of latest is not made durable"
+
+
+def test_a_stale_iteration_folder_with_foreign_files_is_not_replaced(ctx, tmp_path):
+    (tmp_path / "iter_0000007").mkdir()
+    (tmp_path / "iter_0000007" / "mine.txt").write_text("x")
+    with pytest.raises(layout.CheckpointError, match="iter_0000007: holds files the trainer did not write"):
+        _save(tmp_path, 7, ctx, torch.nn.Linear(2, 2))
+    assert (tmp_path / "iter_0000007" / "mine.txt").read_text() == "x"

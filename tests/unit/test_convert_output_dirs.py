@@ -99,10 +99,13 @@ def test_mount_point_is_written_in_place(source, tmp_path, monkeypatch):
         if not mounted:  # no tmpfs: the converter sees a mount point all the same
             real = os.path.ismount
             monkeypatch.setattr(staging.os.path, "ismount", lambda p: Path(p) == mnt.resolve() or real(p))
+        (mnt / "lost+found").mkdir()  # an ext4 mount's own folder: neither in the way nor touched
+        (mnt / "lost+found" / "#123").write_bytes(b"fsck")
         assert _convert(source, mnt) == 0
         assert _convert(source, mnt, "--force", "--save-model-type", "hf", kind=("hf", "hf")) == 0
         assert sorted(p.name for p in parent.iterdir()) == ["beside.txt", "mnt"], "output orphaned in the parent"
         assert sorted(p.name for p in mnt.iterdir() if p.name.startswith(".")) == []
+        assert (mnt / "lost+found" / "#123").read_bytes() == b"fsck"
         assert not (mnt / layout.LATEST).exists(), "the previous output was not replaced"
         a, b = load_file(source / "model.safetensors"), load_file(mnt / "model.safetensors")
         assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
