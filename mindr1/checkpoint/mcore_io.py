@@ -16,7 +16,7 @@ import torch
 
 from mindr1.checkpoint import layout
 from mindr1.checkpoint.layout import CheckpointError
-from mindr1.config import ConfigError
+from mindr1.config import ConfigError, build
 from mindr1.models import adapter as A
 from mindr1.models.arch import ModelArch
 
@@ -70,7 +70,7 @@ def arch_from_args(args: dict) -> ModelArch | None:
     if not data:
         return None
     names = {f.name for f in dataclasses.fields(ModelArch)}
-    return ModelArch(**{k: v for k, v in data.items() if k in names})
+    return build(ModelArch, {k: v for k, v in data.items() if k in names}, prefix="args.mindr1_arch")
 
 
 class MegatronCheckpoint:

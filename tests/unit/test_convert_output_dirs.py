@@ -211,3 +211,14 @@ def test_nonsense_flags_are_refused(source, tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert f"argument {flag}: '{value}' is out of range; expected >= 1" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_architecture_recorded_in_a_checkpoint_is_range_checked(source, tmp_path, capsys):
+    out = tmp_path / "mg"
+    assert _convert(source, out) == 0
+    path = layout.shard_path(out, "release", 0, 0, 1)
+    state = torch.load(path, weights_only=True)
+    state["args"]["mindr1_arch"]["num_attention_heads"] = 0
+    torch.save(state, path)
+    assert _convert(out, tmp_path / "hf", kind=("mg", "hf")) == 1
+    assert "args.mindr1_arch.num_attention_heads: 0 is out of range; expected >= 1" in capsys.readouterr().err
