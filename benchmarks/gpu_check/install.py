@@ -5,7 +5,7 @@ wheels (Ray alone is 79 MB) and the SmolLM2 artefact travel split into parts ove
 
 - here: ``python benchmarks/gpu_check/install.py pack --wheels DIR --out .gpucarry`` splits every file
   of DIR into parts and deals them into ``.gpucarry/1``, ``.gpucarry/2``, ... (each under ``--load-mb``),
-  each with a ``SHA256SUMS`` of the whole files;
+  each with a ``MANIFEST`` (sha256 and part count of every whole file);
 - there, one call per load: ``bash benchmarks/gpu_check/stage.sh .gpucarry/N`` copies the load to
   ``/tmp/mindr1-stage`` (it survives between calls while the machine is warm);
 - the install step (``install.py install``) joins the parts, checks each sha256, installs the wheels
@@ -56,12 +56,16 @@ def pack(wheel_dir: Path, out: Path, load_mb: float) -> list[Path]:
             n = min(room, data_left)
             loads[-1].append((f, offset, n, index))
             offset, data_left, room, index = offset + n, data_left - n, room - n, index + 1
-    sums = "".join(f"{sha256(f)}  {f.name}\n" for f in files)
+    counts = {}
+    for load in loads:
+        for f, *_ in load:
+            counts[f.name] = counts.get(f.name, 0) + 1
+    sums = "".join(f"{sha256(f)} {counts[f.name]} {f.name}\n" for f in files)
     dirs = []
     for i, load in enumerate(loads, 1):
         d = out / str(i)
         d.mkdir(parents=True)
-        (d / "SHA256SUMS").write_text(sums)
+        (d / "MANIFEST").write_text(sums)
         for f, offset, n, index in load:
             with open(f, "rb") as src, open(d / f"{f.name}.part-{index:03d}", "wb") as dst:
                 src.seek(offset)
@@ -72,29 +76,29 @@ def pack(wheel_dir: Path, out: Path, load_mb: float) -> list[Path]:
 
 def assemble(stage_dirs: list[Path], out: Path) -> dict[str, str]:
     """Join the parts found in ``stage_dirs`` into ``out``; file name -> 'ok' or why it is not there."""
-    sums: dict[str, str] = {}
+    sums: dict[str, tuple[str, int]] = {}
     parts: dict[str, dict[int, Path]] = {}
     for d in stage_dirs:
         if not d.is_dir():
             continue
-        if (d / "SHA256SUMS").exists():
-            for line in (d / "SHA256SUMS").read_text().splitlines():
+        if (d / "MANIFEST").exists():  # "sha256 number-of-parts file-name" per line
+            for line in (d / "MANIFEST").read_text().splitlines():
                 if line.strip():
-                    digest, name = line.split(None, 1)
-                    sums[name.strip()] = digest
+                    digest, count, name = line.split(None, 2)
+                    sums[name.strip()] = (digest, int(count))
         for p in d.glob("*.part-*"):
             name, _, index = p.name.rpartition(".part-")
             parts.setdefault(name, {})[int(index)] = p
     out.mkdir(parents=True, exist_ok=True)
     status = {}
-    for name, digest in sorted(sums.items()):
+    for name, (digest, count) in sorted(sums.items()):
         got = parts.get(name, {})
         target = out / name
         if target.exists() and sha256(target) == digest:
             status[name] = "ok"
             continue
-        if not got or sorted(got) != list(range(len(got))):
-            status[name] = f"missing parts: have {sorted(got)} (stage every load of .gpucarry first)"
+        if sorted(got) != list(range(count)):
+            status[name] = f"missing parts: have {sorted(got)} of {count} (stage every load of .gpucarry first)"
             continue
         tmp = target.with_name(target.name + ".tmp")
         with open(tmp, "wb") as dst:
