@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,15 +34,16 @@ def prompt_data(tokenizer_dir: Path) -> str:
     rows = [{"question": f"{a} + {b} = ?", "answer": str(a + b)}
             for a, b in ((rng.randint(1, 20), rng.randint(1, 20)) for _ in range(32))]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [sys.executable, "tools/preprocess_data.py", "--input", str(root / "train.jsonl"), "--output-prefix",
-           str(prefix), "--handler-name", "R1AlpacaStyleInstructionHandler", "--prompt-type", "smollm_r1_zero",
-           "--templates-file", "configs/rlxf/templates_r1_zero.json",
-           "--map-keys", '{"prompt":"question","query":"","response":"answer","system":"","history":""}',
-           "--dataset-additional-keys", "labels", "--tokenizer-name-or-path", str(tokenizer_dir),
-           "--seq-length", "256", "--no-progress-bar"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    if proc.returncode:
-        raise RuntimeError(f"preprocessing the GRPO prompts failed: {proc.stderr[-2000:]}")
+    from mindr1.data.preprocess import main as preprocess
+
+    argv = ["--input", str(root / "train.jsonl"), "--output-prefix", str(prefix), "--handler-name",
+            "R1AlpacaStyleInstructionHandler", "--prompt-type", "smollm_r1_zero",
+            "--templates-file", str(REPO / "configs" / "rlxf" / "templates_r1_zero.json"),
+            "--map-keys", '{"prompt":"question","query":"","response":"answer","system":"","history":""}',
+            "--dataset-additional-keys", "labels", "--tokenizer-name-or-path", str(tokenizer_dir),
+            "--seq-length", "256", "--no-progress-bar"]
+    if preprocess(argv) != 0:
+        raise RuntimeError(f"preprocessing the GRPO prompts failed (mindr1 preprocess {' '.join(argv)})")
     (root / "done").write_text("")
     return str(prefix)
 
