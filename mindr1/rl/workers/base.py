@@ -56,3 +56,16 @@ class Worker:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def device_memory(self) -> dict:
+        """Memory of this process in GiB (RSS; on a device also allocated, peak since the last call, and
+        the whole device's used memory), then the peak counter is reset: a caller reads it per phase."""
+        from mindr1.accelerator import get_accelerator
+
+        acc = get_accelerator()
+        stats = acc.memory_stats()
+        if acc.module is not None:
+            free, total = acc.module.mem_get_info()
+            stats["device_used_gib"] = (total - free) / 2**30
+            acc.module.reset_peak_memory_stats()
+        return stats
