@@ -91,6 +91,8 @@ class TextTokenizer:
             self.backend = "gigatoken" if self._giga is not None else "tokenizers"
             if self._giga is not None:
                 self._giga.encode_batch([""], parallel=False)  # imports awkward here, once, not in each worker
+            else:
+                _ = self._fast  # loaded before any fork, as the encoder
         else:
             from transformers import AutoTokenizer
 
