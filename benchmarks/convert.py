@@ -7,6 +7,7 @@ Each conversion runs in its own process so its peak RSS is its own. Prints secon
 and the ratio to the copy; spot-checks that the round trip is bit-identical; deletes its files.
 
     python benchmarks/convert.py --model qwen25-7b --tp 2 --pp 4 --workdir /tmp/convert-bench
+    python benchmarks/convert.py --quick     # Qwen2.5-0.5B shape (~1 GB), T2P4: about a minute
 """
 from __future__ import annotations
 
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pp", type=int, default=4)
     p.add_argument("--workdir", default="/tmp/mindr1-convert-bench")
     p.add_argument("--keep", action="store_true", help="keep the files")
+    p.add_argument("--quick", action="store_true", help="the Qwen2.5-0.5B shape (~1 GB in bf16) instead of 7B")
     opts = p.parse_args(argv)
+    if opts.quick:
+        opts.model = "qwen25-0.5b"
     arch = ModelArch.from_yaml(opts.model)
     if opts.num_layers:
         arch = arch.replace(num_layers=opts.num_layers)
@@ -111,11 +115,13 @@ def _run(opts, arch: ModelArch, work: Path) -> int:
         ["--load-model-type", "mg", "--save-model-type", "hf", "--load-dir", str(work / "mg"), "--save-dir",
          str(work / "hf_back")])))
     spot_check(hf, work / "hf_back", arch)
-    print(f"\n{'step':<24}{'seconds':>9}{'GB/s':>8}{'x copy':>8}{'peak RSS GiB':>14}")
+    print(f"\n{'step':<24}{'seconds':>9}{'GB/s':>8}{'speed/copy':>11}{'peak RSS GiB':>14}")
     for name, seconds, rss in rows:
-        print(f"{name:<24}{seconds:>9.1f}{nbytes / seconds / 1e9:>8.2f}{seconds / copy_s:>8.2f}"
+        print(f"{name:<24}{seconds:>9.1f}{nbytes / seconds / 1e9:>8.2f}{copy_s / seconds:>11.2f}"
               f"{(rss / 2**30 if rss else float('nan')):>14.2f}")
-    print(json.dumps({"bytes": nbytes, "rows": rows}))
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
+    print(json.dumps({"bytes": nbytes, "rows": rows, "loadavg": load}))
     return 0
 
 

@@ -6,13 +6,20 @@ times (4 copies = 59,892 rows, the setup of ANCHORS.md), real Qwen2.5 tokenizer.
 
 - ours: ``python tools/preprocess_data.py --workers N`` end to end in a fresh process (imports,
   tokenizer load, JSON reading, templates, label masks, .bin/.idx writing, summary);
-- baseline: the same texts (already rendered, already in memory) through the same tokenizer's
-  batch encoding (``tokenizers`` ``encode_batch_fast``, batches of 1000) in a forked pool of N
-  processes that returns only token counts - the raw ceiling, with no reading or writing;
+- baseline (a): the same texts (already rendered, already in memory) through the ``tokenizers``
+  batch encoding (``encode_batch_fast``, batches of 1000) in a forked pool of N processes that
+  returns only token counts - the raw HF ceiling, with no reading or writing;
+- baseline (b): the same texts through ``gigatoken``'s batch encoding (the engine of Megatron-LM's
+  ``tools/preprocess_data_fast.py``, the fastest tokenizer on PyPI) in the same pool, no I/O;
+  skipped with a note when gigatoken is not installed (``pip install 'mindr1[fast-tokenizer]'``);
 - optionally (``--hf``) transformers' ``AutoTokenizer.__call__`` in the same pool.
 
+ANCHORS.md's figure for Megatron's fast path end to end on this data (4 copies, idle machine) is
+printed next to ours for reference; it is not measured here.
+
 Medians (and bests) of ``--repeats`` interleaved runs; the rate per CPU-second is steadier than
-wall time on a shared machine. Usage: ``python benchmarks/preprocess.py [--workers 2]``.
+wall time on a shared machine. Usage: ``python benchmarks/preprocess.py [--workers 2]``;
+``--quick`` (1 copy, 1 repeat, the instruction handler only) runs in well under a minute.
 """
 from __future__ import annotations
 
@@ -56,6 +63,11 @@ def _count_fast(batch: list[str]) -> int:
     return sum(len(e.ids) for e in _TOK._fast.encode_batch_fast(batch, add_special_tokens=False))
 
 
+def _count_giga(batch: list[str]) -> int:
+    layout = _TOK.encode_batch(batch).layout  # a forked worker: gigatoken encodes on the calling thread
+    return int(layout.offsets.data[-1] - layout.offsets.data[0])
+
+
 def _count_hf(batch: list[str]) -> int:
     return sum(len(ids) for ids in _TOK(batch, add_special_tokens=False)["input_ids"])
 
@@ -97,13 +109,30 @@ def main(argv=None) -> int:
     p.add_argument("--copies", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--hf", action="store_true", help="also time transformers' AutoTokenizer in the same pool")
+    p.add_argument("--quick", action="store_true", help="1 copy, 1 repeat, the instruction handler only")
     args = p.parse_args(argv)
+    handlers = ("GeneralPretrainHandler", "AlpacaStyleInstructionHandler")
+    if args.quick:
+        args.copies, args.repeats, handlers = 1, 1, ("AlpacaStyleInstructionHandler",)
 
     from mindr1.artifacts import qwen25_tokenizer_dir
-    from mindr1.data.tokenizer import TextTokenizer
+    from mindr1.data.tokenizer import BACKEND_ENV, TextTokenizer
 
     tok_dir = qwen25_tokenizer_dir()
-    fast = TextTokenizer(tok_dir)
+    saved = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = "tokenizers"
+    fast = TextTokenizer(tok_dir)  # the tokenizers baseline (ours picks its backend itself, in its own process)
+    if saved is None:
+        del os.environ[BACKEND_ENV]
+    else:
+        os.environ[BACKEND_ENV] = saved
+    try:
+        import gigatoken
+
+        giga = gigatoken.Tokenizer(str(tok_dir / "tokenizer.json"))
+    except ImportError:
+        giga = None
+        print("gigatoken is not installed: baseline (b) skipped (pip install 'mindr1[fast-tokenizer]')")
     hf = None
     if args.hf:
         from transformers import AutoTokenizer
@@ -115,40 +144,54 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "rows.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        for handler in ("GeneralPretrainHandler", "AlpacaStyleInstructionHandler"):
+        for handler in handlers:
             texts = _texts(rows, handler, fast)
-            runs = {"ours": [], "raw": [], "hf": []}
+            runs = {"ours": [], "raw": [], "giga": [], "hf": []}
             for _ in range(args.repeats):
                 wall, summary, cpu = ours(data, handler, args.workers, Path(tmp), tok_dir)
                 runs["ours"].append((wall, summary["tokens"], cpu, summary["elapsed_s"]))
                 _TOK = fast
                 runs["raw"].append(baseline(texts, args.workers, _count_fast))
+                if giga is not None:
+                    _TOK = giga
+                    runs["giga"].append(baseline(texts, args.workers, _count_giga))
                 if hf is not None:
                     _TOK = hf
                     runs["hf"].append(baseline(texts, args.workers, _count_hf))
-            _report(handler, len(rows), runs)
+            _report(handler, len(rows), runs, args.copies)
+    load = os.getloadavg()
+    print(f"\nload average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     return 0
 
 
-def _report(handler: str, n: int, runs: dict) -> None:
-    """Wall-clock rates, and CPU-second rates (steadier on a shared machine), both against the baseline."""
+MEGATRON_FAST_PATH = 1.63e6  # tokens/s, ANCHORS.md: preprocess_data_fast.py --use-gigatoken, 4 copies, idle
+
+
+def _report(handler: str, n: int, runs: dict, copies: int) -> None:
+    """Wall-clock rates, and CPU-second rates (steadier on a shared machine), ours against each baseline."""
     print(f"\n{handler}")
-    print(f"  {'path':<50} {'docs/s':>8} {'tokens/s':>10} {'ratio':>6} {'tok/CPU-s':>10} {'ratio':>6}")
     med = {k: statistics.median(r[0] for r in v) for k, v in runs.items() if v}
     cpu = {k: statistics.median(r[2] for r in v) for k, v in runs.items() if v}
     tokens = {k: v[0][1] for k, v in runs.items() if v}
     labels = {"ours": "ours: tools/preprocess_data.py end to end",
-              "raw": "raw tokenizers encode_batch_fast pool (baseline)",
-              "hf": "raw transformers AutoTokenizer pool"}
+              "raw": "(a) tokenizers encode_batch_fast pool, no I/O",
+              "giga": "(b) gigatoken encode_batch pool, no I/O",
+              "hf": "transformers AutoTokenizer pool, no I/O"}
+    print(f"  {'path':<46} {'docs/s':>8} {'tokens/s':>11} {'tok/CPU-s':>11}")
     for key, secs in med.items():
-        print(f"  {labels[key]:<50} {n / secs:>8,.0f} {tokens[key] / secs:>10,.0f} {med['raw'] / secs:>6.2f} "
-              f"{tokens[key] / cpu[key]:>10,.0f} {cpu['raw'] / cpu[key]:>6.2f}")
-    best = {k: min(r[0] for r in v) for k, v in runs.items() if v}
-    print(f"  best of {len(runs['ours'])} (least disturbed by other load): ours {tokens['ours'] / best['ours']:,.0f} "
-          f"tokens/s, baseline {tokens['raw'] / best['raw']:,.0f} tokens/s, ratio {best['raw'] / best['ours']:.2f}")
+        print(f"  {labels[key]:<46} {n / secs:>8,.0f} {tokens[key] / secs:>11,.0f} {tokens[key] / cpu[key]:>11,.0f}")
+    rate = {k: tokens[k] / med[k] for k in med}
+    for key in ("raw", "giga", "hf"):
+        if key in rate:
+            print(f"  ours / {labels[key].split(',')[0]:<40} {rate['ours'] / rate[key]:6.2f}x wall, "
+                  f"{(tokens['ours'] / cpu['ours']) / (tokens[key] / cpu[key]):6.2f}x per CPU-second")
+    if handler == "AlpacaStyleInstructionHandler":
+        print(f"  ours / Megatron fast path as recorded in ANCHORS.md (1.63M tokens/s, idle, pretraining text"
+              f"{'' if copies == 4 else f', 4 copies; this run {copies}'}): {rate['ours'] / MEGATRON_FAST_PATH:.2f}x")
     loop = statistics.median(r[3] for r in runs["ours"])
     print(f"  ours: start-up and teardown {med['ours'] - loop:.2f} s of {med['ours']:.2f} s; "
           f"tokens ours {tokens['ours']:,} (EOS included), baseline {tokens['raw']:,}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

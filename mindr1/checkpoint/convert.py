@@ -191,7 +191,15 @@ def _copy_tokenizer(opts, src: Source, out: Path) -> None:
 def write_hf(opts, src: Source, arch: ModelArch, out: Path) -> None:
     dtype = DTYPES[opts.params_dtype] if opts.params_dtype else None
     tensors = ((n, src.reader(n) if dtype is None else src.reader(n).to(dtype)) for n in src.reader.names)
-    weight_map = hf_io.write_hf_safetensors(out, tensors, opts.max_shard_size, fsync=opts.fsync)
+    dtypes = src.reader.dtypes()
+    plan = None
+    if dtypes is not None:
+        shapes = src.reader.shapes()
+        plan = [(n, shapes[n], dtype or dtypes[n]) for n in src.reader.names]
+    if plan is not None and hf_io.can_stream(plan):  # same bytes as below, without buffering a file
+        weight_map = hf_io.write_hf_streaming(out, plan, tensors, opts.max_shard_size, fsync=opts.fsync)
+    else:
+        weight_map = hf_io.write_hf_safetensors(out, tensors, opts.max_shard_size, fsync=opts.fsync)
     print(f"wrote {len(weight_map)} tensors in {len(set(weight_map.values()))} safetensors file(s)", flush=True)
     (out / "config.json").write_text(json.dumps(hf_config_for(arch, src.hf_config), indent=2) + "\n")
     gen = src.extra_args.get("hf_generation_config")

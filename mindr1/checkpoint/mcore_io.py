@@ -8,7 +8,10 @@ Re-sharding Megatron -> Megatron is then the HF -> Megatron writer fed by this v
 from __future__ import annotations
 
 import dataclasses
+import os
+import pickle
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,20 +51,156 @@ def megatron_args(arch: ModelArch, tp: int, pp: int, num_layer_list: Sequence[in
 def write_megatron(out_root: Path, arch: ModelArch, get_hf: Callable[[str], torch.Tensor], tp: int, pp: int,
                    num_layer_list: Sequence[int] | None, dtype: torch.dtype | None, args: dict,
                    fsync: bool = True) -> list[Path]:
-    """Write a ``release`` checkpoint shard by shard; each is saved as soon as it is complete."""
+    """Write a ``release`` checkpoint, one pipeline stage at a time, all its TP shards together.
+
+    Each HF layer is read once and split for every TP rank; each rank's piece goes straight into that
+    rank's ``model_optim_rng.pt`` (a torch zip file written record by record by one thread per rank)
+    while the next layer is read. The files are byte-identical to ``torch.save`` of the whole rank
+    state dict (see :class:`_ShardStream`). Resident memory: the HF layer being split, its TP pieces,
+    and the previous layer's pieces still being written (never a whole shard). A reader that cannot
+    tell its tensors' dtypes up front (no ``dtypes()``) falls back to building each rank in memory.
+    """
     A.check_tp(arch, tp)
     A.pp_layer_ranges(arch.num_layers, pp, num_layer_list)
+    dtypes = getattr(get_hf, "dtypes", None)
+    hf_dtypes = dtypes() if dtypes is not None else None
     written = []
     for p in range(pp):
-        for t in range(tp):
-            model = A.mcore_rank_state_dict_from_hf(arch, get_hf, t, tp, p, pp, num_layer_list, dtype)
-            state = {"model": model, "iteration": 0, "checkpoint_version": layout.CHECKPOINT_VERSION, "args": args}
-            path = layout.shard_path(out_root, layout.RELEASE, t, p, pp)
-            layout.save_shard(path, state, fsync=fsync)
-            written.append(path)
-            del model, state
+        paths = [layout.shard_path(out_root, layout.RELEASE, t, p, pp) for t in range(tp)]
+        if hf_dtypes is None:
+            for t in range(tp):
+                model = A.mcore_rank_state_dict_from_hf(arch, get_hf, t, tp, p, pp, num_layer_list, dtype)
+                state = {"model": model, "iteration": 0, "checkpoint_version": layout.CHECKPOINT_VERSION,
+                         "args": args}
+                layout.save_shard(paths[t], state, fsync=fsync)
+                del model, state
+        else:
+            _write_stage(arch, get_hf, hf_dtypes, tp, p, pp, num_layer_list, dtype, args, paths, fsync)
+        written.extend(paths)
     layout.write_latest(out_root, layout.RELEASE)
     return written
+
+
+def _write_stage(arch: ModelArch, get_hf, hf_dtypes: dict, tp: int, p: int, pp: int, num_layer_list, dtype,
+                 args: dict, paths: list[Path], fsync: bool) -> None:
+    shapes = [A.mcore_expected_shapes(arch, tp, p, pp, num_layer_list)] * tp
+    dtypes = A.mcore_stage_dtypes(arch, hf_dtypes, p, pp, num_layer_list, dtype)
+    streams: list[_ShardStream] = []
+    pools = [ThreadPoolExecutor(1, thread_name_prefix=f"shard{t}") for t in range(tp)]
+    try:
+        for t in range(tp):
+            # Same key order as hf_stage_to_mcore / mcore_rank_state_dict_from_hf (dtypes is built in it).
+            model = {k: (shapes[t][k], dtypes[k]) for k in dtypes_in_order(arch, p, pp, num_layer_list, dtypes)}
+            state = {"model": model, "iteration": 0, "checkpoint_version": layout.CHECKPOINT_VERSION, "args": args}
+            streams.append(_ShardStream(paths[t], state))
+        pending: list[Future] = []
+        for key, pieces in A.hf_stage_to_mcore(arch, get_hf, tp, p, pp, num_layer_list, dtype):
+            for f in pending:  # at most one key's pieces in flight while the next are read and split
+                f.result()
+            pending = [pools[t].submit(streams[t].write, key, pieces[t]) for t in range(tp)]
+            del pieces
+        for f in pending:
+            f.result()
+        for f in [pools[t].submit(streams[t].finish, fsync) for t in range(tp)]:
+            f.result()
+        if fsync:
+            for folder in {path.parent for path in paths}:
+                layout.fsync_dir(folder)
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True)
+        for stream in streams:
+            stream.abort()
+
+
+def dtypes_in_order(arch: ModelArch, p: int, pp: int, num_layer_list, dtypes: dict) -> list[str]:
+    """The stage's keys in state-dict order: embedding, layers (rule order), norm, output."""
+    nonlayer = [k for k, _ in A.nonlayer_sources(arch, p, pp)]
+    head = [k for k in nonlayer if k == A.MC_EMBED]
+    layers = [k for k in dtypes if k.startswith("decoder.layers.")]
+    return head + layers + [k for k in nonlayer if k != A.MC_EMBED]
+
+
+class _Capture:
+    """Stands in for torch's zip writer: records what ``torch.save`` would write, in order."""
+
+    def __init__(self):
+        self.records: list[tuple[str, object, int]] = []
+
+    def write_record(self, name, data, nbytes):
+        self.records.append((name, data, nbytes))
+
+
+class _ShardStream:
+    """A ``model_optim_rng.pt`` written tensor by tensor, byte-identical to ``torch.save(state, path)``.
+
+    ``torch.save`` writes ``data.pkl`` (the pickle, which holds only each tensor's storage key, dtype
+    and shape), three small records, then each storage in the order the pickle met them. The pickle
+    is made by torch's own ``_save`` over placeholder tensors (allocated, never touched, so not
+    resident), then the real tensors are written as they arrive; each is checked against its
+    placeholder. The file is a temporary one renamed into place by :meth:`finish`.
+    """
+
+    def __init__(self, path: Path, state: dict):
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        placeholders = {k: torch.empty(shape, dtype=dt) for k, (shape, dt) in state["model"].items()}
+        by_ptr = {t.untyped_storage().data_ptr(): k for k, t in placeholders.items()}
+        capture = _Capture()
+        torch.serialization._save({**state, "model": placeholders}, capture, pickle,
+                                  torch.serialization.DEFAULT_PROTOCOL, False)
+        self.head = [(n, d, b) for n, d, b in capture.records if not n.startswith("data/")]
+        self.expected = [(n, by_ptr[d.data_ptr()], tuple(placeholders[by_ptr[d.data_ptr()]].shape),
+                          placeholders[by_ptr[d.data_ptr()]].dtype, b)
+                         for n, d, b in capture.records if n.startswith("data/")]
+        del placeholders, by_ptr, capture
+        self.next = 0
+        self._opener = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._opener = torch.serialization._open_zipfile_writer(str(self.tmp))
+            self.zf = self._opener.__enter__()
+            for name, data, nbytes in self.head:
+                self.zf.write_record(name, data, nbytes)
+        except (OSError, RuntimeError) as exc:
+            self.abort()
+            raise layout.write_error(path, exc) from None
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        record, want_key, shape, dtype, nbytes = self.expected[self.next]
+        storage = tensor.untyped_storage()
+        if (key != want_key or tuple(tensor.shape) != shape or tensor.dtype != dtype or not tensor.is_contiguous()
+                or tensor.storage_offset() != 0 or storage.nbytes() != nbytes):
+            raise CheckpointError(f"{self.path}: internal error: {key} {tuple(tensor.shape)} {tensor.dtype} does "
+                                  f"not match the planned {want_key} {shape} {dtype}")
+        try:
+            self.zf.write_record(record, storage, nbytes)
+        except (OSError, RuntimeError) as exc:
+            raise layout.write_error(self.path, exc) from None
+        self.next += 1
+
+    def finish(self, fsync: bool) -> None:
+        if self.next != len(self.expected):
+            raise CheckpointError(f"{self.path}: internal error: {self.next} of {len(self.expected)} tensors written")
+        try:
+            opener, self._opener = self._opener, None
+            opener.__exit__(None, None, None)
+            if fsync:
+                with open(self.tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(self.tmp, self.path)
+        except (OSError, RuntimeError) as exc:
+            raise layout.write_error(self.path, exc) from None
+
+    def abort(self) -> None:
+        """Drop an unfinished file (a no-op after :meth:`finish`)."""
+        if self._opener is not None:
+            opener, self._opener, self.zf = self._opener, None, None
+            try:  # finalizes the writer: its destructor would otherwise retry a failing write and abort
+                opener.__exit__(None, None, None)
+            except (OSError, RuntimeError):
+                pass
+        self.tmp.unlink(missing_ok=True)
 
 
 def arch_from_args(args: dict) -> ModelArch | None:
@@ -156,6 +295,24 @@ class MegatronCheckpoint:
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return A.hf_expected_shapes(self.arch)
+
+    def dtypes(self) -> dict[str, torch.dtype]:
+        """The dtype of every HF tensor this view returns, from TP rank 0's shard of each stage."""
+        out = {}
+        for p in range(self.pp):
+            model = self._model(0, p)
+            for local, layer in enumerate(self.ranges[p]):
+                for rule in A.layer_rules(self.arch):
+                    for k in rule.hf:
+                        out[A.HF_LAYER.format(layer) + k] = model[A.MCORE_LAYER.format(local) + rule.mcore].dtype
+            if p == 0:
+                out[A.HF_EMBED] = model[A.MC_EMBED].dtype
+            if p == self.pp - 1:
+                out[A.HF_NORM] = model[A.MC_NORM].dtype
+                if not self.arch.tie_word_embeddings:
+                    out[A.HF_LM_HEAD] = model[A.MC_OUTPUT].dtype
+            del model
+        return {n: out[n] for n in self.names}
 
     def _stage_of(self, layer: int) -> tuple[int, int]:
         for p, r in enumerate(self.ranges):

@@ -50,7 +50,7 @@ class IndexedWriter:
         lengths = np.asarray(lengths, dtype=np.int32)
         if int(lengths.sum()) != flat.size:
             raise ValueError(f"{self.prefix}: lengths sum to {int(lengths.sum())} but {flat.size} tokens given")
-        self._bin.write(flat.tobytes())
+        self._bin.write(memoryview(flat).cast("B"))  # the array's own buffer, no copy
         self._lengths.append(lengths)
         self.tokens += flat.size
 

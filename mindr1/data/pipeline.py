@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 
@@ -85,12 +84,6 @@ def _pack_arrays(result: ChunkResult, name: str, flat: list, lengths: list) -> N
     result.arrays[name] = (np.array(flat, dtype=np.int32), np.array(lengths, dtype=np.int32))
 
 
-def _flatten(pieces: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Token lists -> (all ids back to back as int32, length of each list)."""
-    lengths = np.fromiter(map(len, pieces), np.int64, len(pieces))
-    return np.fromiter(chain.from_iterable(pieces), np.int32, int(lengths.sum())), lengths
-
-
 def _truncate(ids, labels, lengths, limit: int, result: ChunkResult):
     """Cut samples to ``limit`` tokens; drop those with no trained token left (see module docstring)."""
     sample_of_token = np.repeat(np.arange(lengths.size), lengths)
@@ -113,7 +106,7 @@ def _instruction(items, result: ChunkResult, state: WorkerState) -> None:
         for text, trained in segs:
             texts.append(text)
             flags.append(trained)
-    ids, piece_lengths = _flatten(state.tokenizer.encode_batch(texts))
+    ids, piece_lengths = state.tokenizer.encode_batch_flat(texts)
     labels = np.where(np.repeat(np.array(flags, dtype=bool), piece_lengths), ids, IGNORE).astype(np.int32)
     piece_sample = np.repeat(np.arange(len(items)), n_segs)
     lengths = np.bincount(piece_sample, weights=piece_lengths, minlength=len(items)).astype(np.int64)
@@ -145,7 +138,7 @@ def _prompts(items, result: ChunkResult, state: WorkerState) -> None:
 
 def _pretrain(items, result: ChunkResult, state: WorkerState) -> None:
     eos = state.tokenizer.eos_id
-    ids, lengths = _flatten(state.tokenizer.encode_batch([text for _, text in items]))
+    ids, lengths = state.tokenizer.encode_batch_flat([text for _, text in items])
     if eos is not None:  # EOS after every document
         ids, lengths = np.insert(ids, np.cumsum(lengths), eos).astype(np.int32), lengths + 1
     result.arrays = {"text": (ids, lengths.astype(np.int32))}

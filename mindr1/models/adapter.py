@@ -315,25 +315,36 @@ def hf_nonlayer_to_mcore_rank(arch: ModelArch, get_hf: Callable[[str], Tensor], 
     """
     check_tp(arch, tp_size)
     out = {}
-
-    def vocab(name: str) -> Tensor:
-        rows = getattr(get_hf, "get_rows", None)
-        if rows is None:
-            full = get_hf(name)
-            rows = lambda _n, a, b: full[a:b]  # noqa: E731 - adapts a plain getter
-        first = rows(name, 0, 1)
-        return vocab_shard(arch, lambda a, b: rows(name, a, b).to(dtype or first.dtype), arch.hidden_size,
-                           dtype or first.dtype, tp_rank, tp_size)
-
-    if pp_rank == 0:
-        out[MC_EMBED] = vocab(HF_EMBED)
-    if pp_rank == pp_size - 1:
-        out[MC_NORM] = _cast(get_hf(HF_NORM), dtype)
-        if not arch.tie_word_embeddings:
-            out[MC_OUTPUT] = vocab(HF_LM_HEAD)
-        elif pp_size > 1:
-            out[MC_OUTPUT] = vocab(HF_EMBED)
+    for key, hf_name in nonlayer_sources(arch, pp_rank, pp_size):
+        if key == MC_NORM:
+            out[key] = _cast(get_hf(hf_name), dtype)
+        else:
+            out[key] = _vocab_rank(arch, get_hf, hf_name, tp_rank, tp_size, dtype)
     return out
+
+
+def nonlayer_sources(arch: ModelArch, pp_rank: int, pp_size: int) -> list[tuple[str, str]]:
+    """``(mcore key, HF name)`` of the stage's non-layer tensors, in state-dict order (embedding first)."""
+    out = [(MC_EMBED, HF_EMBED)] if pp_rank == 0 else []
+    if pp_rank == pp_size - 1:
+        out.append((MC_NORM, HF_NORM))
+        if not arch.tie_word_embeddings:
+            out.append((MC_OUTPUT, HF_LM_HEAD))
+        elif pp_size > 1:
+            out.append((MC_OUTPUT, HF_EMBED))
+    return out
+
+
+def _vocab_rank(arch: ModelArch, get_hf: Callable[[str], Tensor], name: str, tp_rank: int, tp_size: int,
+                dtype: torch.dtype | None) -> Tensor:
+    """Rank ``tp_rank``'s padded block of vocabulary tensor ``name``, reading only its rows when it can."""
+    rows = getattr(get_hf, "get_rows", None)
+    if rows is None:
+        full = get_hf(name)
+        rows = lambda _n, a, b: full[a:b]  # noqa: E731 - adapts a plain getter
+    first = rows(name, 0, 1)
+    return vocab_shard(arch, lambda a, b: rows(name, a, b).to(dtype or first.dtype), arch.hidden_size,
+                       dtype or first.dtype, tp_rank, tp_size)
 
 
 def hf_nonlayer_to_mcore(arch: ModelArch, hf: dict[str, Tensor], tp_size: int, pp_rank: int = 0,
@@ -395,6 +406,54 @@ def mcore_rank_state_dict_from_hf(arch: ModelArch, get_hf: Callable[[str], Tenso
         shard = hf_layer_to_mcore_rank(arch, read_hf_layer(arch, get_hf, layer, dtype), tp_rank, tp_size)
         out.update({MCORE_LAYER.format(local) + k: v for k, v in shard.items()})
     out.update(nonlayer)
+    return out
+
+
+def hf_stage_to_mcore(arch: ModelArch, get_hf: Callable[[str], Tensor], tp_size: int, pp_rank: int, pp_size: int,
+                      num_layer_list: Sequence[int] | None = None,
+                      dtype: torch.dtype | None = None) -> Iterator[tuple[str, list[Tensor]]]:
+    """``(mcore key, [tensor of TP rank 0, 1, ...])`` for every tensor of stage ``pp_rank``, in the key order
+    of :func:`mcore_rank_state_dict_from_hf`, and equal to its tensors. Each HF layer is read once for all
+    TP ranks (the vocabulary blocks read only their own rows); one layer is resident at a time."""
+    check_tp(arch, tp_size)
+    ranges = pp_layer_ranges(arch.num_layers, pp_size, num_layer_list)
+    sources = nonlayer_sources(arch, pp_rank, pp_size)
+
+    def nonlayer(key: str, hf_name: str) -> list[Tensor]:
+        if key == MC_NORM:
+            norm = _cast(get_hf(hf_name), dtype)
+            return [norm] * tp_size
+        return [_vocab_rank(arch, get_hf, hf_name, r, tp_size, dtype) for r in range(tp_size)]
+
+    if sources and sources[0][0] == MC_EMBED:
+        yield MC_EMBED, nonlayer(*sources.pop(0))
+    for local, layer in enumerate(ranges[pp_rank]):
+        hf = read_hf_layer(arch, get_hf, layer, dtype)
+        prefix = MCORE_LAYER.format(local)
+        for rule in layer_rules(arch):
+            parts = [hf[k] for k in rule.hf]
+            yield prefix + rule.mcore, [_split(rule, arch, parts, r, tp_size) for r in range(tp_size)]
+        del hf
+    for key, hf_name in sources:
+        yield key, nonlayer(key, hf_name)
+
+
+def mcore_stage_dtypes(arch: ModelArch, hf_dtypes: dict[str, torch.dtype], pp_rank: int, pp_size: int,
+                       num_layer_list: Sequence[int] | None = None,
+                       dtype: torch.dtype | None = None) -> dict[str, torch.dtype]:
+    """The dtype of every tensor :func:`hf_stage_to_mcore` yields, from the HF tensors' dtypes alone."""
+    ranges = pp_layer_ranges(arch.num_layers, pp_size, num_layer_list)
+    out = {}
+    for key, hf_name in nonlayer_sources(arch, pp_rank, pp_size):
+        out[key] = dtype or hf_dtypes[hf_name]
+    for local, layer in enumerate(ranges[pp_rank]):
+        prefix = HF_LAYER.format(layer)
+        for rule in layer_rules(arch):
+            found = [dtype or hf_dtypes[prefix + k] for k in rule.hf]
+            result = found[0]
+            for d in found[1:]:
+                result = torch.promote_types(result, d)
+            out[MCORE_LAYER.format(local) + rule.mcore] = result
     return out
 
 

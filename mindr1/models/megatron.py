@@ -182,12 +182,22 @@ def mask_padded_vocab(logits_BSV: torch.Tensor, vocab_size: int) -> torch.Tensor
 
 
 def vocab_parallel_logprobs(logits_BSV: torch.Tensor, labels_BS: torch.Tensor, vocab_size: int,
-                            temperature: float = 1.0) -> torch.Tensor:
-    """log p(label) from vocab-parallel logits (padded rows excluded), differentiable, fp32."""
+                            temperature: float = 1.0, consume_logits: bool = False) -> torch.Tensor:
+    """log p(label) from vocab-parallel logits (padded rows excluded), differentiable, fp32.
+
+    ``consume_logits``: the caller never reads ``logits_BSV`` again (a loss function given the
+    model's output), so fp32 logits are handed to megatron's in-place cross entropy without the
+    copy that otherwise protects them (a (B, S, V/TP) fp32 tensor per micro-batch); same result.
+    """
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
     # megatron's vocab_parallel_cross_entropy works in place on its input: never hand it the
     # caller's tensor (``.float()`` of fp32 logits is the same tensor), so callers may reuse logits.
-    logits = logits_BSV.float() / temperature if temperature != 1.0 else logits_BSV.float().clone()
+    if temperature != 1.0:
+        logits = logits_BSV.float() / temperature
+    elif consume_logits or logits_BSV.dtype != torch.float32:
+        logits = logits_BSV.float()  # a new tensor unless the logits are fp32 and the caller is done with them
+    else:
+        logits = logits_BSV.clone()
     logits = mask_padded_vocab(logits, vocab_size)
     return -vocab_parallel_cross_entropy(logits, labels_BS)

@@ -27,6 +27,9 @@ Ascend the MindSpeed adaptor is imported instead (:func:`apply_ascend`). What ch
    stage. Those functions are recompiled from their own source with the CPU type names and
    ``.cuda()`` turned into ``.cpu()``.
 
+4. **The causal mask** of unpacked batches (``get_default_causal_mask``) is cached per length
+   instead of being rebuilt in every layer of every forward.
+
 What is *not* adapted: ``sequence_parallel`` (needs transformer-engine/apex norms, a GPU
 option), CUDA graphs, fused kernels. Apply before building models: modules are patched in
 place, so megatron.core submodules imported later are patched by calling :func:`apply` again
@@ -34,6 +37,7 @@ place, so megatron.core submodules imported later are patched by calling :func:`
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import textwrap
@@ -196,6 +200,22 @@ def _patch_rng_helpers() -> None:
     mrandom._set_cuda_rng_state = lambda new_state, device=-1, graph_safe=False: torch.set_rng_state(new_state)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_causal_mask(sq: int) -> torch.Tensor:
+    """megatron's ``get_default_causal_mask`` built once per length (it is rebuilt in every layer of
+    every forward otherwise); read-only for its users (``masked_fill`` of the scores)."""
+    return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+
+
+def _patch_causal_mask() -> None:
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    for module in (utils, fused_softmax):
+        if getattr(module, "get_default_causal_mask", None) is not None:
+            module.get_default_causal_mask = _cached_causal_mask
+
+
 def _recompile_with_cpu_type_names(module_name: str, qualname: str) -> None:
     module = sys.modules[module_name]
     owner, attr, cls_name = module, qualname, None
@@ -248,6 +268,7 @@ def apply() -> None:
     _patch_loaded_modules()
     if not _applied:
         _patch_rng_helpers()
+        _patch_causal_mask()
         for module_name, qualname in _TYPE_STRING_FUNCS:
             _recompile_with_cpu_type_names(module_name, qualname)
         _applied = True

@@ -47,18 +47,30 @@ def collate(samples: list[dict], seq_length: int, pad_id: int = 0) -> dict:
     return causal_batch(tokens_t, labels_t, segment_ids_BS=torch.from_numpy(segments) if packed else None)
 
 
+def loss_token_count(sample: dict, seq_length: int) -> int:
+    """How many loss tokens :func:`collate` gives ``sample``: its labels after the shift, cut at
+    ``seq_length + 1`` tokens, never predicting across packed samples. No tensor is built."""
+    n = min(len(sample["input_ids"]), seq_length + 1)
+    keep = np.asarray(sample["labels"][1:n]) != -100
+    seg = sample.get("segment_ids")
+    if seg is not None:
+        seg = np.asarray(seg[:n])
+        keep &= seg[1:] == seg[:-1]
+    return int(keep.sum())
+
+
 def iteration_batch(dataset, iteration: int, global_batch_size: int, micro_batch_size: int, dp_rank: int,
                     dp_size: int, seq_length: int, pad_id: int = 0) -> tuple[list[dict], float, int]:
     """This DP rank's micro-batches of ``iteration``, the global count of loss tokens and of real tokens.
 
-    Every rank collates the whole global batch (cheap next to a training step), so the global
-    valid-token count that normalises the loss needs no collective.
+    Every rank counts the loss tokens of the whole global batch from the samples themselves (cheap,
+    and no collective), and collates only its own micro-batches (their masks are the expensive part).
     """
     start = iteration * global_batch_size
     samples = [dataset[start + j] for j in range(global_batch_size)]
-    micro = [collate(samples[k:k + micro_batch_size], seq_length, pad_id)
-             for k in range(0, global_batch_size, micro_batch_size)]
-    global_tokens = float(sum(mb["loss_mask"].sum() for mb in micro))
+    global_tokens = float(sum(loss_token_count(s, seq_length) for s in samples))
     real_tokens = sum(min(len(s["input_ids"]), seq_length + 1) - 1 for s in samples)
-    per_rank = len(micro) // dp_size
-    return micro[dp_rank * per_rank:(dp_rank + 1) * per_rank], global_tokens, real_tokens
+    per_rank = (global_batch_size // micro_batch_size) // dp_size
+    mine = range(dp_rank * per_rank * micro_batch_size, (dp_rank + 1) * per_rank * micro_batch_size, micro_batch_size)
+    micro = [collate(samples[k:k + micro_batch_size], seq_length, pad_id) for k in mine]
+    return micro, global_tokens, real_tokens

@@ -24,7 +24,7 @@ def token_loss_sum(logits_BSV: torch.Tensor, batch: dict, global_valid_tokens: f
     """SFT loss: per-token cross entropy summed over ``loss_mask``, divided by the global valid-token count."""
     from mindr1.models.megatron import vocab_parallel_logprobs
 
-    logp_BS = vocab_parallel_logprobs(logits_BSV, batch["labels"], vocab_size)
+    logp_BS = vocab_parallel_logprobs(logits_BSV, batch["labels"], vocab_size, consume_logits=True)
     mask_BS = batch["loss_mask"].to(logp_BS.dtype)
     loss_sum = -(logp_BS * mask_BS).sum()
     n_tokens = mask_BS.sum().detach()

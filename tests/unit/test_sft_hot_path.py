@@ -1,0 +1,62 @@
+"""SFT hot-path changes (issue 19) compute exactly what they replaced: bit-equal losses and gradients."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def mcore_single_process():
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+    if not dist.is_initialized():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ["MASTER_PORT"] = str(port)
+        dist.init_process_group("gloo", world_size=1, rank=0)
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(1, 1)
+    from mindr1.parallel import cpu_adaptor
+    cpu_adaptor.apply()
+    yield
+
+
+@pytest.mark.parametrize("vocab, padded", [(50, 50), (45, 50)])
+def test_consumed_logits_give_the_same_loss_and_grads(mcore_single_process, vocab, padded):
+    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.training.schedule import token_loss_sum
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(2, 7, padded, generator=gen) * 3
+    labels = torch.randint(0, vocab, (2, 7), generator=gen)
+    batch = {"labels": labels, "loss_mask": (torch.rand(2, 7, generator=gen) > 0.3).float()}
+    results = []
+    for consume in (False, True):
+        leaf = base.clone().requires_grad_(True)
+        logits = leaf * 1.0  # a non-leaf, as the model's output is
+        if consume:
+            loss, n, metrics = token_loss_sum(logits, batch, global_valid_tokens=9.0, vocab_size=vocab)
+        else:  # the previous path: the logits copied before megatron's in-place cross entropy
+            logp = vocab_parallel_logprobs(logits, labels, vocab)
+            mask = batch["loss_mask"]
+            loss = -(logp * mask).sum() / 9.0
+        loss.backward()
+        results.append((loss.detach(), leaf.grad.clone()))
+    assert torch.equal(results[0][0], results[1][0])
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_cached_causal_mask_is_megatrons(mcore_single_process):
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils
+
+    for sq in (1, 5, 64):
+        want = torch.triu(torch.ones(sq, sq), diagonal=1).bool()  # megatron's own expression
+        assert torch.equal(utils.get_default_causal_mask(sq), want)
+        assert torch.equal(fused_softmax.get_default_causal_mask(sq), want)
+    assert utils.get_default_causal_mask(64) is utils.get_default_causal_mask(64)  # built once
