@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         summary = run(args)
-    except (DataError, TemplateError, ValueError, FileNotFoundError) as exc:
+    except (DataError, TemplateError, ValueError, OSError) as exc:  # OSError: unreadable input, full disk
         print(f"preprocess_data: error: {exc}", file=sys.stderr)
         return 1
     finally:
