@@ -81,6 +81,9 @@ class ChunkPool:
         sent = emitted = 0
         exhausted = False
         while True:
+            while emitted in done:  # first: emitting frees look-ahead for the next dispatch
+                yield done.pop(emitted)
+                emitted += 1
             while idle and not exhausted and sent - emitted < 2 * len(self.procs):
                 chunk = next(source, None)
                 if chunk is None:
@@ -90,10 +93,7 @@ class ChunkPool:
                 self._send(w, (sent, chunk), chunk)
                 busy[w] = (sent, chunk, time.monotonic() + self.timeout_s)
                 sent += 1
-            while emitted in done:
-                yield done.pop(emitted)
-                emitted += 1
-            if exhausted and not busy:
+            if not busy:  # nothing in flight: everything sent was emitted above
                 return
             self._wait(busy, idle, done)
 

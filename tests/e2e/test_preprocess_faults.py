@@ -177,3 +177,18 @@ def test_corrupt_table_file_is_named_and_leaves_nothing(tmp_path, capsys, fmt, d
     err = capsys.readouterr().err
     assert f"{path}: cannot read as {fmt}" in err, err
     assert _leftovers(tmp_path / "out") == []
+
+
+def _slow_sum(chunk):
+    # the first chunk finishes last: the look-ahead fills up behind it, then everything is emitted at once
+    time.sleep(0.5 if chunk.start == 0 else 0.01 * (len(chunk.rows) % 3))
+    return chunk.start, sum(chunk.rows)
+
+
+def test_pool_yields_every_chunk_in_input_order():
+    from mindr1.data.pool import chunk_results
+    from mindr1.data.sources import Chunk
+
+    chunks = [Chunk("f", "row", i, rows=list(range(i % 5 + 1))) for i in range(23)]
+    expected = [(c.start, sum(c.rows)) for c in chunks]
+    assert list(chunk_results(_slow_sum, chunks, 2, 30)) == expected
