@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mindr1.data.templates import render_prompt, render_segments
 
-REASONS = ("malformed_json", "non_utf8", "wrong_type", "missing_key", "empty_field")
+REASONS = ("malformed_json", "non_utf8", "too_deep", "wrong_type", "missing_key", "empty_field")
 
 
 class RowError(ValueError):

@@ -13,6 +13,7 @@ Truncation policy (``--seq-length``), applied here:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,9 @@ def _decode_rows(chunk: Chunk, result: ChunkResult) -> list[tuple[int, object]]:
             rows.append((number, json.loads(text)))
         except json.JSONDecodeError as exc:
             result.errors.append((number, "malformed_json", f"{exc.msg} at column {exc.colno}"))
+        except RecursionError:
+            result.errors.append((number, "too_deep", "JSON nested deeper than the parser allows "
+                                                      f"(~{sys.getrecursionlimit()} levels)"))
     return rows
 
 
@@ -77,6 +81,8 @@ def _convert(rows, result: ChunkResult, fn) -> list[tuple[int, object]]:
             items.append((number, fn(row)))
         except RowError as exc:
             result.errors.append((number, exc.reason, exc.detail))
+        except RecursionError:  # a deeply nested value met something that walks it
+            result.errors.append((number, "too_deep", "value nested too deeply"))
     return items
 
 

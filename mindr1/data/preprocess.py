@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 
 from mindr1.data.sources import DataError
 
@@ -38,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-additional-keys", nargs="*", default=[], help="extra columns ('labels' = the response)")
     p.add_argument("--skip-invalid", action="store_true", help="skip and count invalid rows instead of stopping")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--chunk-timeout", type=float, default=600.0,
+                   help="seconds a worker may spend on one chunk before the run stops (workers > 1)")
+    p.add_argument("--allow-empty", action="store_true", help="write an empty dataset when the input has no rows")
     p.add_argument("--chunk-size", type=int, default=1000, help="rows per task sent to a worker")
     p.add_argument("--log-interval", type=int, default=10000, help="log a progress line every K samples")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -57,6 +62,8 @@ def _check_args(args) -> dict:
         raise DataError("--pack needs --seq-length")
     if args.workers < 1 or args.chunk_size < 1 or args.log_interval < 1:
         raise DataError("--workers, --chunk-size and --log-interval must be positive")
+    if not args.chunk_timeout > 0:
+        raise DataError(f"--chunk-timeout must be > 0 seconds (got {args.chunk_timeout})")
     return map_keys
 
 
@@ -81,29 +88,6 @@ def _build(args, map_keys):
              "prompt": ["input_ids", "attention_mask"] + args.dataset_additional_keys,
              "pretrain": ["text"]}[cls.kind]
     return handler, tokenizer, names
-
-
-def _results(chunks, workers: int):
-    """Process chunks in order: in this process (1 worker) or a forked pool with bounded look-ahead."""
-    from mindr1.data.pipeline import process_chunk
-
-    if workers == 1:
-        yield from map(process_chunk, chunks)
-        return
-    import multiprocessing as mp
-
-    pool = mp.get_context("fork").Pool(workers)
-    try:
-        pending = deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(process_chunk, (chunk,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-    finally:
-        pool.terminate()
-        pool.join()
 
 
 class Progress:
@@ -166,20 +150,25 @@ def _consume(args, results, out, progress) -> dict:
 def run(args) -> dict:
     """Preprocess per ``args``; returns the summary (also written to ``PREFIX_summary.json``)."""
     from mindr1.data.output import OutputSet, Packer
-    from mindr1.data.pipeline import WorkerState, set_state
+    from mindr1.data.pipeline import WorkerState, process_chunk, set_state
+    from mindr1.data.pool import chunk_results
     from mindr1.data.sources import count_rows, iter_chunks, resolve_inputs
 
     map_keys = _check_args(args)
     files = resolve_inputs(args.input)
     handler, tokenizer, names = _build(args, map_keys)
+    total = count_rows(files)
     os.makedirs(os.path.dirname(os.path.abspath(args.output_prefix)), exist_ok=True)
     set_state(WorkerState(handler, tokenizer, args.seq_length))
     packer = Packer(args.seq_length, tokenizer.pad_id) if args.pack else None
     out = OutputSet(args.output_prefix, handler.kind, names, tokenizer.vocab_size, packer)
-    progress = Progress(count_rows(files), args.log_interval, not args.no_progress_bar)
-    results = _results(iter_chunks(files, args.chunk_size), args.workers)
+    progress = Progress(total, args.log_interval, not args.no_progress_bar)
+    results = chunk_results(process_chunk, iter_chunks(files, args.chunk_size), args.workers, args.chunk_timeout)
     try:
         counts = _consume(args, results, out, progress)
+        if counts["rows"] == 0 and not args.allow_empty:
+            raise DataError(f"--input {args.input}: no rows in {', '.join(p for p, _ in files)} "
+                            "(pass --allow-empty to write an empty dataset)")
         prefixes = out.commit()
     except BaseException:
         out.abort()
@@ -204,15 +193,25 @@ def run(args) -> dict:
     return summary
 
 
+def _stop_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through run()'s cleanup: temporary files are removed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mindr1.data.templates import TemplateError
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         summary = run(args)
-    except (DataError, TemplateError, ValueError, FileNotFoundError) as exc:
+    except (DataError, TemplateError, ValueError, OSError) as exc:  # OSError: unreadable input, full disk
         print(f"preprocess_data: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     skipped = summary["skipped"]["total"]
     print(f"preprocess_data: {summary['samples']:,} samples, {summary['tokens']:,} tokens -> "
           f"{args.output_prefix}_* ({summary['samples_per_s']:,.0f} samples/s, {summary['tokens_per_s']:,.0f} "

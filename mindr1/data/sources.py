@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
+BOM = b"\xef\xbb\xbf"
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow"}
 
 
@@ -69,8 +70,12 @@ def resolve_inputs(spec: str) -> list[tuple[str, str]]:
 
 def _is_json_array(path: str) -> bool:
     with open(path, "rb") as fh:
-        head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        head = fh.read(4096).lstrip(BOM + b" \t\r\n")
     return head.startswith(b"[")
+
+
+def _table_error(path: str, fmt: str, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot read as {fmt}: {type(exc).__name__}: {exc}")
 
 
 def count_rows(files: list[tuple[str, str]]) -> int | None:
@@ -78,9 +83,13 @@ def count_rows(files: list[tuple[str, str]]) -> int | None:
     total = 0
     for path, fmt in files:
         if fmt == "parquet":
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            total += pq.ParquetFile(path).metadata.num_rows
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                raise _table_error(path, fmt, exc) from None
         elif fmt in ("jsonl", "json") and not _is_json_array(path):
             with open(path, "rb") as fh:
                 lines, last = 0, b"\n"
@@ -103,6 +112,8 @@ def _jsonl_chunks(path: str, size: int) -> Iterator[Chunk]:
             data = fh.read(block)
             if not data:
                 return
+            if start == 1 and data.startswith(BOM):
+                data = data[len(BOM):]  # a UTF-8 byte order mark is not part of line 1
             if not data.endswith(b"\n"):
                 data += fh.readline()  # complete the last line
             yield Chunk(path, "line", start, data=data)
@@ -119,6 +130,9 @@ def _json_array_chunks(path: str, size: int) -> Iterator[Chunk]:
         raise DataError(f"{path} line {line}: non_utf8: bytes that are not UTF-8 at byte {exc.start}") from None
     try:
         rows = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path}: too_deep: JSON nested deeper than the parser allows (a JSON array file must "
+                        "parse as a whole; use JSON lines to skip bad rows)") from None
     except json.JSONDecodeError as exc:
         # One array cannot be parsed around a bad element, so this stops even with --skip-invalid.
         raise DataError(f"{path} line {exc.lineno} column {exc.colno}: malformed_json: {exc.msg} "
@@ -155,10 +169,11 @@ def _table_chunks(path: str, fmt: str, size: int) -> Iterator[Chunk]:
                 rows = batch.slice(offset, size).to_pylist()
                 yield Chunk(path, "row", start, rows=rows)
                 start += len(rows)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: cannot read as {fmt}: {exc}") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, NotImplementedError, RecursionError) as exc:
+        # pyarrow's errors (ArrowInvalid, ArrowIOError, ...) derive from these builtins
+        raise _table_error(path, fmt, exc) from None
 
 
 def iter_chunks(files: list[tuple[str, str]], size: int) -> Iterator[Chunk]:

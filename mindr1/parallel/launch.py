@@ -2,14 +2,19 @@
 
 Used by the multi-process tests and the CPU demo; production runs use torchrun or Ray. A rank
 that raises or dies stops the whole group with an error naming the rank; the whole launch has a
-deadline, so nothing waits forever.
+deadline, so nothing waits forever. :func:`run_ranks` starts a command as N ranks on this machine
+(what ``torchrun --standalone`` does, without torchrun's stores listening on every interface).
+Every rendezvous here is on 127.0.0.1 (``mindr1.parallel.state.loopback_store``).
 """
 from __future__ import annotations
 
 import os
 import pickle
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -92,3 +97,47 @@ def spawn(fn: Callable, world_size: int, *args: Any, timeout_s: float = 600, thr
                 p.kill()
                 p.join(timeout=5)
     return [out[r] for r in range(world_size)]
+
+
+def run_ranks(cmd: list[str], nproc: int, poll_s: float = 0.5) -> int:
+    """Run ``cmd`` as ranks 0..nproc-1 of one group on this machine; return the first failing exit code, else 0.
+
+    Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and MASTER_ADDR=127.0.0.1 with a
+    free MASTER_PORT. When one rank fails (or this process is interrupted) the others are stopped.
+    """
+    port = free_port()
+    procs = []
+    for rank in range(nproc):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+               "LOCAL_WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(cmd, env=env))
+    code = 0
+    try:
+        while procs and code == 0:
+            for rank, p in enumerate(procs):
+                if p.poll() not in (None, 0):
+                    print(f"[mindr1] rank {rank} exited with code {p.returncode}; stopping the other ranks",
+                          file=sys.stderr, flush=True)
+                    code = p.returncode if p.returncode > 0 else 128 - p.returncode
+                    break
+            if all(p.poll() == 0 for p in procs):
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        _stop(procs)
+    return code
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,13 +34,54 @@ def init_distributed(accelerator: Optional[Accelerator] = None, timeout_s: float
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if not acc.is_cpu:
         acc.set_device(local_rank % max(acc.device_count(), 1))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = None
     if init_method is None:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
-        init_method = "env://"
-    dist.init_process_group(backend=acc.dist_backend, init_method=init_method, rank=rank,
-                            world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
+        if is_loopback(os.environ["MASTER_ADDR"]) and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            store = loopback_store(rank, world_size, timeout)
+        else:
+            init_method = "env://"
+    dist.init_process_group(backend=acc.dist_backend, init_method=init_method, store=store, rank=rank,
+                            world_size=world_size, timeout=timeout)
     return rank, world_size
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]") in ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_store(rank: int, world_size: int, timeout: datetime.timedelta) -> dist.TCPStore:
+    """The rendezvous store of a single-machine group, listening on MASTER_ADDR (a loopback address) only.
+
+    torch's own ``env://`` store listens on every interface (``::``) whatever MASTER_ADDR says, so
+    rank 0 binds the listening socket itself and hands it to the store. gloo's sockets follow
+    ``GLOO_SOCKET_IFNAME``, set here to the loopback interface unless the user chose one.
+    """
+    addr, port = os.environ["MASTER_ADDR"].strip("[]"), int(os.environ["MASTER_PORT"])
+    addr = "127.0.0.1" if addr == "localhost" else addr
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", _loopback_interface())
+    if rank != 0:
+        return dist.TCPStore(addr, port, world_size, False, timeout)
+    sock = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((addr, port))
+        sock.listen(max(128, world_size))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"rendezvous: cannot listen on {addr}:{port} (MASTER_ADDR:MASTER_PORT): {exc}") from None
+    return dist.TCPStore(addr, port, world_size, True, timeout, master_listen_fd=sock.detach())
+
+
+def _loopback_interface() -> str:
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == "127.0.0.1" for a in addrs):
+            return name
+    return "lo"
 
 
 @dataclass

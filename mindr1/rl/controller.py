@@ -182,7 +182,9 @@ class GRPOController:
         if self.cfg.algorithm.missing_eos_penalty:
             rewards_B = apply_missing_eos_penalty(rewards_B, batch.finished_B, self.cfg.algorithm.missing_eos_penalty)
         batch.rewards_B = rewards_B
-        return reward_metrics(out["scores"], rewards_B)
+        metrics = reward_metrics(out["scores"], rewards_B)
+        metrics.update({f"rewards/{reason}": float(n) for reason, n in out["invalid"].items()})
+        return metrics
 
     def _rewards(self, batch: RolloutBatch, items: list[dict]) -> dict:
         n = batch.group_size
@@ -195,7 +197,12 @@ class GRPOController:
                 for actor, i in zip(group.actors, range(0, len(completions), per))]
         outs = group.wait(refs, "score")
         scores = {k: [v for o in outs for v in o["scores"][k]] for k in outs[0]["scores"]}
-        return {"rewards": [r for o in outs for r in o["rewards"]], "scores": scores, "completions": completions}
+        invalid: dict = {}
+        for o in outs:
+            for reason, count in o.get("invalid", {}).items():
+                invalid[reason] = invalid.get(reason, 0) + count
+        return {"rewards": [r for o in outs for r in o["rewards"]], "scores": scores, "completions": completions,
+                "invalid": invalid}
 
     def _log_probs(self, group, micro_batch_size: int, batch: RolloutBatch) -> torch.Tensor:
         import ray

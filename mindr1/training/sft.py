@@ -1,8 +1,8 @@
 """Supervised fine-tuning on Megatron TP/PP: stage 1 (cold start) and stage 3 of the recipe.
 
 ``mindr1 sft --config configs/sft/X.yaml key=value ...`` (or MindSpeed-style ``--flag value``).
-Outside torchrun it re-launches itself under ``torch.distributed.run`` with TP*PP processes (or
-``--nproc-per-node``); under torchrun each process is one rank.
+Outside torchrun it re-launches itself as TP*PP local ranks (or ``--nproc-per-node``) with
+:func:`mindr1.parallel.launch.run_ranks`, rendezvous on 127.0.0.1; under torchrun each process is one rank.
 
 The loop is ``train()`` -> ``train_step()`` -> megatron's pipeline schedule; the loss is the
 token-mean over the *global* batch's valid (response) tokens, so results do not depend on the
@@ -256,13 +256,12 @@ class SFTTrainer:
         self.ctx.destroy()
 
 
-def _relaunch_under_torchrun(argv: list[str], nproc: int) -> int:
-    import subprocess
+def _relaunch_ranks(argv: list[str], nproc: int) -> int:
+    from mindr1.parallel.launch import run_ranks
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "mindr1.training.sft", *argv]
-    print(f"[mindr1] launching {nproc} processes: {' '.join(cmd)}", flush=True)
-    return subprocess.call(cmd)
+    cmd = [sys.executable, "-m", "mindr1.training.sft", *argv]
+    print(f"[mindr1] launching {nproc} ranks on 127.0.0.1: {' '.join(cmd)}", flush=True)
+    return run_ranks(cmd, nproc)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -280,7 +279,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     nproc = nproc or cfg.tensor_model_parallel_size * cfg.pipeline_model_parallel_size
     if "LOCAL_RANK" not in os.environ and nproc > 1:
-        return _relaunch_under_torchrun(argv, nproc)
+        return _relaunch_ranks(argv, nproc)
     from mindr1.parallel.launch import free_port
     from mindr1.parallel.state import init_distributed
 

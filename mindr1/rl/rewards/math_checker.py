@@ -5,7 +5,8 @@ main interpreter; a reward function called from a Ray actor's thread pool would 
 or run without a limit. So the comparison runs in a child process (`math_worker.py`) whose
 main thread owns the timer, and this side adds a hard deadline (limit + grace) after which the
 child is killed and restarted: a comparison stuck in C code, or a child that died, costs one
-item (scored 0.0) and never hangs the caller. Model output is only ever parsed, never evaluated.
+item (scored 0.0) and never hangs the caller. A batch runs on several such children in parallel
+under one shared deadline (`check_batch`). Model output is only ever parsed, never evaluated.
 
 The child starts on first use (~1 s: it imports sympy and warms the LaTeX grammar) and is
 reused for every later item; a checker used after `os.fork()` starts its own child.
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from pathlib import Path
 
 _WORKER = Path(__file__).with_name("math_worker.py")
@@ -40,85 +42,168 @@ def _kill(proc: subprocess.Popen) -> None:
             pass
 
 
-class MathChecker:
-    """`check(gold, pred) -> 1.0 | 0.0` with a per-item time limit, safe from any thread.
+class _Slot:
+    """One worker process of a checker and its unread output."""
 
-    timeout_s: the per-item limit inside the worker (parsing both sides and comparing).
-    grace_s: extra time before the worker is killed for not answering.
-    startup_timeout_s: allowance for starting the worker (imports), not counted per item.
-    memory_limit_mb: address-space limit of the worker (0 = none).
-    `stats` counts items by outcome (ok, timeout, killed, error...) and worker restarts.
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.buf = b""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill(self.proc)
+        self.proc, self.buf = None, b""
+
+
+def _kill_slots(slots: list) -> None:
+    for slot in slots:
+        if slot.proc is not None:
+            _kill(slot.proc)
+
+
+class MathChecker:
+    """`check(gold, pred)` / `check_batch(pairs)` -> 1.0 | 0.0 with a time limit, safe from any thread.
+
+    timeout_s: the per-item limit inside a worker (parsing both sides and comparing). A batch shares
+      one deadline: every item of it must be decided within `timeout_s` (+ `grace_s`) of the batch's
+      start, so a batch costs at most one item's limit however many hostile items it holds. Items
+      run in parallel on `workers` processes, shortest first; items not reached by the deadline
+      score 0.0 and are counted as `batch_deadline`.
+    grace_s: extra time before a worker is killed for not answering.
+    startup_timeout_s: allowance for starting a worker (imports), not counted per item.
+    memory_limit_mb: address-space limit of each worker (0 = none).
+    workers: worker processes (each ~150 MB once sympy is imported).
+    `stats` counts items by outcome (ok, timeout, killed, batch_deadline, error...) and worker starts.
     """
 
     def __init__(self, timeout_s: float = 5.0, grace_s: float = 2.0, startup_timeout_s: float = 120.0,
-                 memory_limit_mb: int = 4096):
-        if timeout_s <= 0 or grace_s < 0:
-            raise ValueError(f"MathChecker needs timeout_s > 0 and grace_s >= 0 (got {timeout_s}, {grace_s})")
+                 memory_limit_mb: int = 4096, workers: int = 1):
+        if timeout_s <= 0 or grace_s < 0 or workers < 1:
+            raise ValueError(f"MathChecker needs timeout_s > 0, grace_s >= 0 and workers >= 1 "
+                             f"(got {timeout_s}, {grace_s}, {workers})")
         self.timeout_s, self.grace_s = float(timeout_s), float(grace_s)
         self.startup_timeout_s, self.memory_limit_mb = float(startup_timeout_s), int(memory_limit_mb)
         self.stats: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen | None = None
+        self._slots = [_Slot() for _ in range(workers)]
         self._pid_owner = os.getpid()
-        self._buf = b""
+        # One finaliser for the checker's lifetime: it kills whatever processes the slots hold then.
+        self._finalizer = weakref.finalize(self, _kill_slots, self._slots)
 
     # ------------------------------------------------------------ public
 
     def check(self, gold: str, pred: str) -> float:
         """1.0 if `pred` is mathematically equivalent to `gold`, else 0.0 (also on timeout)."""
-        request = json.dumps({"gold": gold, "pred": pred, "limit": self.timeout_s}).encode() + b"\n"
+        return self.check_batch([(gold, pred)])[0]
+
+    def check_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """`check` over `(gold, pred)` pairs, in parallel on the workers, within one item's limit in all."""
+        scores = [0.0] * len(pairs)
+        if not pairs:
+            return scores
         with self._lock:
-            proc = self._ensure_worker()
+            slots = self._ready_slots()
             deadline = time.monotonic() + self.timeout_s + self.grace_s
-            try:
-                self._write(proc, request, deadline)
-                reply = json.loads(self._read_line(proc, deadline))
-            except _WorkerLost as exc:
-                self._count(f"killed: {exc}")
-                self._stop()
-                return 0.0
-            self._count(reply["status"])
-        return float(reply["score"])
+            queue = deque(sorted(range(len(pairs)), key=lambda i: len(pairs[i][1])))
+            busy: dict[int, int] = {}  # slot index -> item index
+            while queue or busy:
+                self._dispatch(slots, pairs, queue, busy, deadline)
+                if not busy:
+                    break
+                self._collect(slots, busy, scores, deadline)
+            for _ in queue:
+                self._count("batch_deadline")
+        return scores
 
     @property
     def worker_pid(self) -> int | None:
-        """The worker's process id while one runs (for monitoring and fault-injection tests)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        """The first worker's process id while one runs (for monitoring and fault-injection tests)."""
+        pids = self.worker_pids
+        return pids[0] if pids else None
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [slot.proc.pid for slot in self._slots if slot.alive()]
 
     def close(self) -> None:
         with self._lock:
-            self._stop()
+            for slot in self._slots:
+                slot.stop()
+
+    # ------------------------------------------------------------ batch scheduling
+
+    def _dispatch(self, slots, pairs, queue: deque, busy: dict, deadline: float) -> None:
+        for k, slot in enumerate(slots):
+            if k in busy or not queue or not slot.alive():
+                continue
+            limit = min(self.timeout_s, deadline - self.grace_s - time.monotonic())
+            if limit <= 0:
+                return  # the rest of the queue misses the batch's deadline
+            i = queue.popleft()
+            gold, pred = pairs[i]
+            request = json.dumps({"gold": gold, "pred": pred, "limit": limit}).encode() + b"\n"
+            try:
+                self._write(slot.proc, request, deadline)
+                busy[k] = i
+            except _WorkerLost as exc:
+                self._count(f"killed: {exc}")
+                slot.stop()
+
+    def _collect(self, slots, busy: dict, scores: list, deadline: float) -> None:
+        fds = {slots[k].proc.stdout.fileno(): k for k in busy}
+        readable, _, _ = select.select(list(fds), [], [], max(0.0, deadline - time.monotonic()))
+        for fd in readable:
+            k = fds[fd]
+            slot, i = slots[k], busy[k]
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                self._count(f"killed: worker exited with code {slot.proc.wait()}")
+                slot.stop()
+                del busy[k]
+                continue
+            slot.buf += chunk
+            if b"\n" in slot.buf:
+                line, _, slot.buf = slot.buf.partition(b"\n")
+                reply = json.loads(line)
+                self._count(reply["status"])
+                scores[i] = float(reply["score"])
+                del busy[k]
+        if time.monotonic() >= deadline:
+            for k in list(busy):
+                self._count("killed: deadline passed waiting for the result")
+                slots[k].stop()
+                del busy[k]
 
     # ------------------------------------------------------------ worker lifecycle
 
     def _count(self, key: str) -> None:
         self.stats[key] = self.stats.get(key, 0) + 1
 
-    def _stop(self) -> None:
-        if self._proc is not None:
-            _kill(self._proc)
-        self._proc, self._buf = None, b""
-
-    def _ensure_worker(self) -> subprocess.Popen:
+    def _ready_slots(self) -> list:
         if self._pid_owner != os.getpid():
-            # Forked copy: the pipes belong to the parent's worker; leave it alone, start ours.
-            self._proc, self._buf, self._pid_owner = None, b"", os.getpid()
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
-        self._stop()
-        proc = subprocess.Popen([sys.executable, str(_WORKER), str(self.memory_limit_mb)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        os.set_blocking(proc.stdin.fileno(), False)
-        self._proc = proc
-        weakref.finalize(self, _kill, proc)
-        try:
-            json.loads(self._read_line(proc, time.monotonic() + self.startup_timeout_s))
-        except _WorkerLost as exc:
-            self._stop()
-            raise RuntimeError(f"math-verify worker ({_WORKER}) failed to start: {exc}; "
-                               "is math-verify installed in this interpreter?") from None
-        self._count("worker_starts")
-        return proc
+            # Forked copy: the pipes belong to the parent's workers; leave them alone, start ours.
+            for slot in self._slots:
+                slot.proc, slot.buf = None, b""
+            self._pid_owner = os.getpid()
+        starting = [slot for slot in self._slots if not slot.alive()]
+        for slot in starting:  # all spawned first: the imports (~1 s each) overlap
+            slot.stop()
+            slot.proc = subprocess.Popen([sys.executable, str(_WORKER), str(self.memory_limit_mb)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+            os.set_blocking(slot.proc.stdin.fileno(), False)
+        deadline = time.monotonic() + self.startup_timeout_s
+        for slot in starting:
+            try:
+                json.loads(self._read_line(slot, deadline))
+            except _WorkerLost as exc:
+                slot.stop()
+                raise RuntimeError(f"math-verify worker ({_WORKER}) failed to start: {exc}; "
+                                   "is math-verify installed in this interpreter?") from None
+            self._count("worker_starts")
+        return self._slots
 
     # ------------------------------------------------------------ pipe I/O with a deadline
 
@@ -135,9 +220,10 @@ class MathChecker:
                 except BrokenPipeError:
                     raise _WorkerLost("worker exited") from None
 
-    def _read_line(self, proc: subprocess.Popen, deadline: float) -> bytes:
+    def _read_line(self, slot: _Slot, deadline: float) -> bytes:
+        proc = slot.proc
         fd = proc.stdout.fileno()
-        while b"\n" not in self._buf:
+        while b"\n" not in slot.buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _WorkerLost("deadline passed waiting for the result")
@@ -146,19 +232,20 @@ class MathChecker:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
                     raise _WorkerLost(f"worker exited with code {proc.wait()}")
-                self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
+                slot.buf += chunk
+        line, _, slot.buf = slot.buf.partition(b"\n")
         return line
 
 
+DEFAULT_WORKERS = 2  # math-verify processes behind `acc` in each process (reward worker, driver)
 _DEFAULT: MathChecker | None = None
 _DEFAULT_LOCK = threading.Lock()
 
 
 def default_checker() -> MathChecker:
-    """The process-wide checker behind the registered `acc` verifier (one worker per process)."""
+    """The process-wide checker behind the registered `acc` verifier (DEFAULT_WORKERS processes)."""
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            _DEFAULT = MathChecker()
+            _DEFAULT = MathChecker(workers=DEFAULT_WORKERS)
         return _DEFAULT

@@ -49,6 +49,18 @@ def message_text(item: object) -> str:
     raise TypeError(f"expected a string or a list of chat messages, got {type(item).__name__}")
 
 
+def completion_problem(item: object) -> str | None:
+    """Why a completion cannot be scored (``none``, ``not_text:<type>``), or None when it is text."""
+    if isinstance(item, str):
+        return None
+    if item is None:
+        return "none"
+    if isinstance(item, (list, tuple)) and item and isinstance(item[-1], dict) \
+            and isinstance(item[-1].get("content", ""), str):
+        return None
+    return f"not_text:{type(item).__name__}"
+
+
 def _checked(name: str, values: list, n: int) -> list:
     if len(values) != n:
         raise ValueError(f"verifier {name!r} returned {len(values)} scores for {n} completions")
@@ -63,7 +75,8 @@ def _checked(name: str, values: list, n: int) -> list:
 
 
 def compute_rewards(names: Sequence[str], weights: Sequence[float] | None, prompts: Sequence,
-                    completions: Sequence, *, gate: str | None = None, **columns) -> tuple[list, Scores]:
+                    completions: Sequence, *, gate: str | None = None, counts: dict | None = None,
+                    **columns) -> tuple[list, Scores]:
     """Run the named verifiers and combine them: reward_i = sum_v weight_v * score_v,i.
 
     Verifiers that return None for sample i are left out of its sum; a sample no verifier
@@ -71,6 +84,8 @@ def compute_rewards(names: Sequence[str], weights: Sequence[float] | None, promp
     gate: name of one of the verifiers (e.g. "acc") whose score multiplies every other
       verifier's score on the same sample, so format earns nothing on a wrong answer (format
       reward alone gets hacked: ANCHORS.md). A None gate score leaves that sample ungated.
+    A completion that is not text (None, a number, ...) scores 0.0 on every verifier and is
+    counted in ``counts`` (when given) as ``invalid_completion/<reason>``; the batch goes on.
     Returns (rewards, scores) with scores[name] the raw per-sample scores, for metrics.
     """
     weights = [1.0] * len(names) if weights is None else [float(w) for w in weights]
@@ -80,7 +95,16 @@ def compute_rewards(names: Sequence[str], weights: Sequence[float] | None, promp
     if gate is not None and gate not in names:
         raise ValueError(f"reward gate {gate!r} must be one of verifier_function {list(names)}")
     n = len(completions)
+    bad = {i: why for i, c in enumerate(completions) if (why := completion_problem(c)) is not None}
+    if bad:
+        completions = ["" if i in bad else c for i, c in enumerate(completions)]
     scores = {name: _checked(name, get_verifier(name)(prompts, completions, **columns), n) for name in names}
+    for i, why in bad.items():
+        for values in scores.values():
+            values[i] = 0.0
+        if counts is not None:
+            key = f"invalid_completion/{why}"
+            counts[key] = counts.get(key, 0) + 1
     rewards: list = []
     for i in range(n):
         gate_score = scores[gate][i] if gate is not None else None

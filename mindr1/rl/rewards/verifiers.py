@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .answers import (ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, canonical_text, extract_final_answer,
+from .answers import (ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_final_answer,
                       normalize_ground_truth, parse_integer)
 from .math_checker import MathChecker, default_checker
 from .registry import message_text, register_verifier
@@ -18,26 +18,83 @@ MAX_ANSWER_CHARS = 1000
 _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
 
+def same_form(pred: str, gold: str) -> bool:
+    """The cheap textual pre-check: equal after removing only what cannot change the meaning.
+
+    Dropped: surrounding `$`, a wrapping `\\text{}`, a trailing period, and whitespace next to a
+    non-alphanumeric character (`x + 1` = `x+1`). Kept: whitespace between two alphanumerics
+    (`1 2` != `12`, `\\alpha x` != `\\alphax`) and case (`\\Alpha` != `\\alpha`, `X` != `x`), except that
+    answers made only of letters and spaces (`Yes`, `North America`) compare case-blind.
+    """
+    return _form(pred) == _form(gold)
+
+
+def _form(answer: str) -> str:
+    text = answer.strip().rstrip(".").strip()
+    while len(text) >= 2 and text[0] == "$" and text[-1] == "$":
+        text = text[1:-1].strip()
+    if text.startswith("\\text{") and text.endswith("}"):
+        text = text[len("\\text{"):-1].strip()
+    text = text.rstrip(".").strip()
+    words = text.split()
+    out = words[0] if words else ""
+    for word in words[1:]:  # one pass: no regular expression over model output
+        out += (" " if out[-1].isalnum() and word[0].isalnum() else "") + word
+    if len(out) > 1 and out.replace(" ", "").isalpha():
+        out = out.lower()
+    return out
+
+
+def _cheap_score(pred: str, gold: str) -> float | None:
+    """1.0 / 0.0 when the text or integer pre-check decides; None when math-verify must."""
+    if same_form(pred, gold):
+        return 1.0
+    if any(ch.isspace() for ch in pred.strip()) or any(ch.isspace() for ch in gold.strip()):
+        return None  # `1 2` is not the integer 12; math-verify decides
+    gold_int, pred_int = parse_integer(gold), parse_integer(pred)
+    if gold_int is not None and pred_int is not None:
+        return float(gold_int == pred_int)
+    return None
+
+
+def _prepared(completion: str, label: object, require_answer_tag: bool, max_answer_chars: int):
+    """(gold, pred, decided score or None) for one item; gold None = no ground truth."""
+    gold = normalize_ground_truth(label)
+    if gold is None:
+        return None, None, None
+    pred = extract_final_answer(completion, require_answer_tag)
+    if pred is None or len(pred) > max_answer_chars:
+        return gold, pred, 0.0
+    return gold, pred, _cheap_score(pred, gold)
+
+
 def score_answer(completion: str, label: object, checker: MathChecker | None = None,
                  require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> float | None:
     """1.0 / 0.0 for one completion against one ground truth; None when there is no ground truth.
 
-    Cheap exact checks (same text, same integer) run here; anything else goes to math-verify
-    through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
+    Cheap exact checks (same text, same integer: :func:`same_form`) run here; anything else goes to
+    math-verify through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
     without parsing: no real final answer is that long, and sympy on it is a denial of service.
     """
-    gold = normalize_ground_truth(label)
-    if gold is None:
-        return None
-    pred = extract_final_answer(completion, require_answer_tag)
-    if pred is None or len(pred) > max_answer_chars:
-        return 0.0
-    if canonical_text(pred) == canonical_text(gold):
-        return 1.0
-    gold_int, pred_int = parse_integer(gold), parse_integer(pred)
-    if gold_int is not None and pred_int is not None:
-        return float(gold_int == pred_int)
-    return (checker or default_checker()).check(gold, pred)
+    return score_answers([completion], [label], checker, require_answer_tag, max_answer_chars)[0]
+
+
+def score_answers(completions: Sequence[str], labels: Sequence, checker: MathChecker | None = None,
+                  require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> list[float | None]:
+    """:func:`score_answer` over a batch: the items math-verify must decide go to the checker as one
+    batch, checked in parallel on its workers under one deadline."""
+    out: list[float | None] = []
+    pending: list[tuple[int, str, str]] = []
+    for i, (completion, label) in enumerate(zip(completions, labels)):
+        gold, pred, decided = _prepared(completion, label, require_answer_tag, max_answer_chars)
+        out.append(decided)
+        if gold is not None and decided is None:
+            pending.append((i, gold, pred))
+    if pending:
+        results = (checker or default_checker()).check_batch([(gold, pred) for _, gold, pred in pending])
+        for (i, _, _), score in zip(pending, results):
+            out[i] = score
+    return out
 
 
 def _columns_labels(columns: dict, n: int) -> list:
@@ -55,7 +112,7 @@ def accuracy_reward(prompts: Sequence, completions: Sequence, **columns) -> list
     """Final answer (last `\\boxed{}` in `<answer>`, else the tag's text, else the last
     `\\boxed{}` anywhere) equivalent to `labels[i]` by math-verify: 1.0 or 0.0; None without a label."""
     labels = _columns_labels(columns, len(completions))
-    return [score_answer(message_text(c), label) for c, label in zip(completions, labels)]
+    return score_answers([message_text(c) for c in completions], labels)
 
 
 def _with_prefill(prompt: object, completion: object) -> str:

@@ -19,15 +19,28 @@ WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAY_DEDUP_LOGS": "0"}
 
 
 def start_ray(cfg: GRPOConfig) -> str:
-    """Connect to ``training.ray_address`` / ``RAY_ADDRESS``, or start a local Ray on 127.0.0.1. Returns the device kind."""
-    import ray
+    """Connect to ``training.ray_address`` / ``RAY_ADDRESS``, or start a local Ray on 127.0.0.1. Returns the device kind.
+
+    Token authentication is on unless the user sets ``RAY_AUTH_MODE=disabled``; a local cluster
+    keeps every socket on 127.0.0.1 (see :mod:`mindr1.rl.ray_node`).
+    """
+    import sys
+
+    from mindr1.rl.ray_node import keep_local, require_auth
 
     address = cfg.training.ray_address or os.environ.get("RAY_ADDRESS")
     # Ray starts workers at niceness 15 by default; here the workers do all the work, so they must
     # not yield to every other process on the machine (the scripts export the same for `ray start`).
     os.environ.setdefault("RAY_worker_niceness", "0")
     env = {"env_vars": dict(WORKER_ENV)}
-    if not ray.is_initialized():
+    already = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if not already:
+        require_auth(create_token=not address)  # before `import ray`: Ray caches the mode
+        if not address:
+            keep_local()
+    import ray
+
+    if not already:
         if address:
             ray.init(address=address, runtime_env=env, log_to_driver=True)
         else:

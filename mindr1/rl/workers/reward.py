@@ -25,9 +25,11 @@ class RewardWorker(Worker):
         return info
 
     def score(self, prompts: Sequence[str], completions: Sequence[str], labels: Sequence) -> dict:
-        """``{"rewards": [float], "scores": {verifier: [float | None]}}``; a sample no verifier applies to scores 0."""
+        """``{"rewards": [float], "scores": {verifier: [float | None]}, "invalid": {reason: count}}``; a sample
+        no verifier applies to, or whose completion is not text, scores 0."""
         from mindr1.rl.rewards import compute_rewards
 
+        invalid: dict = {}
         rewards, scores = compute_rewards(self.names, self.weights, list(prompts), list(completions),
-                                          gate=self.gate, labels=list(labels))
-        return {"rewards": [0.0 if r is None else float(r) for r in rewards], "scores": scores}
+                                          gate=self.gate, counts=invalid, labels=list(labels))
+        return {"rewards": [0.0 if r is None else float(r) for r in rewards], "scores": scores, "invalid": invalid}
