@@ -12,6 +12,9 @@ Advantage estimators, policy losses and rollout corrections are registered by na
 (`algorithm.adv_estimator`, `actor_rollout_ref.actor_rollout.policy_loss`,
 `algorithm.rollout_correction`), as verl's `register_adv_est` does; registering a name twice
 raises, and the config asks these tables for the allowed names.
+
+The module is longer than most on purpose: DESIGN.md keeps all RL math in this one pure file
+(advantages, policy losses, rollout correction, KL, aggregation, mini-batching), each section small.
 """
 from __future__ import annotations
 
