@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # R1-Zero GRPO on CPU with real SmolLM2-135M-Instruct on reasoning-gym arithmetic (one machine, local Ray).
 #   bash examples/r1_zero/grpo_r1_zero_cpu.sh [key.sub=value ...]          (OUT defaults to /tmp/mindr1-r1-zero)
-# TINY=1 runs the same pipeline on a tiny random model (machinery check, ~1 min).
+# TINY=1 runs the same pipeline on a tiny random model (machinery check, ~1 min); CONFIG=configs/rlxf/dapo_smollm2_cpu.yaml
+# (or gspo_smollm2_cpu.yaml) runs DAPO (GSPO) instead of GRPO on the real model.
 # Needs `pip install reasoning-gym==0.1.25` for the data.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +20,7 @@ done
 if [ "${TINY:-0}" = 1 ]; then
   CONFIG=configs/rlxf/grpo_tiny_cpu.yaml; MODEL=(actor_rollout_ref.actor_rollout.model=tiny-smol actor_rollout_ref.actor_rollout.load=null)
 else
-  CONFIG=configs/rlxf/grpo_r1_zero_smollm2_cpu.yaml; MODEL=(actor_rollout_ref.actor_rollout.load="$SMOL")
+  CONFIG=${CONFIG:-configs/rlxf/grpo_r1_zero_smollm2_cpu.yaml}; MODEL=(actor_rollout_ref.actor_rollout.load="$SMOL")
 fi
 "$PYTHON" -m mindr1.cli grpo --config "$CONFIG" "${MODEL[@]}" \
     actor_rollout_ref.actor_rollout.data_path="$OUT/data/train" training.eval_data_path="$OUT/data/test" \

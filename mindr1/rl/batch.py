@@ -68,6 +68,10 @@ class RolloutBatch:
     """float32 (B, R): log-probs of the policy that sampled (None: on-policy, taken from the current forward)."""
     ref_logp_BR: Optional[torch.Tensor] = None
     """float32 (B, R): reference log-probs (None without a KL term)."""
+    is_weights_BR: Optional[torch.Tensor] = None
+    """float32 (B, R): rollout-correction weights of the policy loss (None: no correction)."""
+    loss_mask_B: Optional[torch.Tensor] = None
+    """float32 (B,): 1 for rows in the loss, 0 for rows left out (overlong filtering); None: all rows."""
     meta: dict = field(default_factory=dict)
     """Plain per-batch values (step, seeds); not sliced."""
 
@@ -101,6 +105,36 @@ class RolloutBatch:
     @property
     def num_response_tokens(self) -> int:
         return int(self.response_mask_BR.sum())
+
+    @property
+    def num_loss_tokens(self) -> int:
+        """Response tokens of the rows in the loss (all rows unless ``loss_mask_B``)."""
+        if self.loss_mask_B is None:
+            return self.num_response_tokens
+        return int((self.response_mask_BR * self.loss_mask_B.unsqueeze(1)).sum())
+
+    @property
+    def num_loss_sequences(self) -> int:
+        return len(self) if self.loss_mask_B is None else int(self.loss_mask_B.sum())
+
+    @classmethod
+    def concat(cls, batches: Sequence["RolloutBatch"], pad_id: int) -> "RolloutBatch":
+        """Rows of ``batches`` one after another, widths padded to the widest (same group size; meta of the first)."""
+        if len({b.group_size for b in batches}) != 1:
+            raise ValueError(f"cannot concatenate batches of group sizes {[b.group_size for b in batches]}")
+        first, changes = batches[0], {}
+        for f in fields(cls):
+            values = [getattr(b, f.name) for b in batches]
+            if not torch.is_tensor(values[0]):
+                continue
+            if any(v is None for v in values):
+                raise ValueError(f"cannot concatenate batches where only some have {f.name}")
+            if f.name.endswith("_BS") or f.name.endswith("_BR"):
+                width = max(v.shape[1] for v in values)
+                fill = pad_id if f.name.endswith("_BS") else 0
+                values = [torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) for v in values]
+            changes[f.name] = torch.cat(values, dim=0)
+        return replace(first, **changes)
 
     def select(self, idx: torch.Tensor | slice) -> "RolloutBatch":
         """Rows ``idx`` (per-row tensors sliced; group_size kept as metadata, meaningless after a shuffle)."""
@@ -139,7 +173,8 @@ class RolloutBatch:
             mb = causal_batch(part.tokens_BS)
             mb["positions_BR"] = response_positions_BR(part.prompt_len_B, part.response_mask_BR.shape[1])
             mb["response_mask_BR"] = part.response_mask_BR
-            for name in ("old_logp_BR", "ref_logp_BR", "advantages_B"):
+            for name in ("old_logp_BR", "ref_logp_BR", "advantages_B", "rollout_logp_BR", "is_weights_BR",
+                         "loss_mask_B"):
                 value = getattr(part, name)
                 if value is not None:
                     mb[name] = value

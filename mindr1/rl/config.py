@@ -85,8 +85,9 @@ class ActorRolloutConfig:
     ppo_mini_batch_size: int = ranged(8, ge=1)
     """Prompts per optimizer step; must divide training.global_batch_size."""
     ppo_epochs: int = ranged(1, ge=1)
-    """Passes over each rollout batch."""
-    shuffle: bool = False
+    """Passes over each rollout batch (each epoch: global_batch_size / ppo_mini_batch_size optimizer steps, all
+    against the old log-probs taken before the first one)."""
+    shuffle_minibatch: bool = False
     """Shuffle samples into mini-batches (seeded per step and epoch)."""
     n_samples_per_prompt: int = ranged(8, ge=1)
     """Completions per prompt: the GRPO group size."""
@@ -101,9 +102,18 @@ class ActorRolloutConfig:
     max_response_length: int = ranged(256, ge=1)
     """Most new tokens per completion."""
     clip_ratio: float = ranged(0.2, ge=0)
-    """PPO clip range (low side, and high side unless clip_ratio_high)."""
+    """PPO clip range (both sides unless clip_ratio_low / clip_ratio_high). GSPO's sequence ratio needs a far smaller
+    one (3e-4 / 4e-4 in its paper)."""
+    clip_ratio_low: Optional[float] = ranged(None, ge=0)
+    """Lower clip range: ratio >= 1 - clip_ratio_low (default: clip_ratio)."""
     clip_ratio_high: Optional[float] = ranged(None, ge=0)
-    """DAPO clip-higher upper range (default: clip_ratio)."""
+    """Upper clip range: ratio <= 1 + clip_ratio_high; larger than the lower one is DAPO's clip-higher (default:
+    clip_ratio)."""
+    clip_ratio_c: Optional[float] = ranged(3.0, gt=1)
+    """Dual-clip (as verl): for a negative advantage the loss is capped at -A * clip_ratio_c, so a token whose ratio
+    ran past it has a bounded loss and no gradient; > 1, null: off. Not used by gspo."""
+    policy_loss: str = "clip"
+    """Policy loss (registered in mindr1.rl.algos): clip (PPO/GRPO/DAPO) or gspo (sequence-level ratio)."""
     entropy_coeff: float = ranged(0.0, ge=0)
     """Entropy bonus coefficient (entropy is always logged)."""
     loss_agg_mode: str = "token_mean"
@@ -142,6 +152,11 @@ class ActorRolloutConfig:
     """hf or vllm (default: vllm on GPU/NPU, hf on CPU)."""
     weight_sync_bucket_mb: float = ranged(256.0, gt=0)
     """Bucket size of the actor -> engine weight stream."""
+    max_staleness: int = ranged(0, ge=0, le=1)
+    """0: synchronous (generate, then train on it). 1: one-step asynchronous, needs separate placement: the engines
+    generate batch t+1 (with the weights before update t) while the actor trains on batch t; the PPO ratio is then
+    taken against the engines' own log-probs of the policy that generated the batch (needs temperature 1, top_p 1,
+    top_k -1: the engines report raw log-probs)."""
 
 
 @dataclass
@@ -179,7 +194,8 @@ class KLCtrlConfig:
     target_kl: float = ranged(0.1, gt=0)
     """Adaptive control: KL to track."""
     horizon: int = ranged(10000, ge=1)
-    """Adaptive control: horizon in steps."""
+    """Adaptive control: horizon in responses (completions), as verl: each step moves the coefficient by
+    global_batch_size x n_samples_per_prompt / horizon of the clipped error."""
 
 
 @dataclass
@@ -187,7 +203,8 @@ class AlgorithmConfig:
     """GRPO math."""
 
     adv_estimator: str = "group_norm"
-    """group_norm (GRPO) or dr_grpo."""
+    """Advantage estimator (registered in mindr1.rl.algos): group_norm (GRPO), dr_grpo, rloo (leave-one-out
+    baseline), reinforce_plus_plus (batch normalisation), reinforce_plus_plus_baseline."""
     kl_penalty: str = "low_var_kl"
     """KL estimator: k1, k2, k3 / low_var_kl."""
     kl_ctrl: KLCtrlConfig = field(default_factory=KLCtrlConfig)
@@ -198,6 +215,32 @@ class AlgorithmConfig:
     """Weight per verifier."""
     missing_eos_penalty: float = ranged(0.0, ge=0)
     """Subtracted from the reward of completions cut at max_response_length."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and generate for more prompts until
+    global_batch_size groups with a signal are in (at most max_gen_rounds rounds of global_batch_size prompts)."""
+    max_gen_rounds: int = ranged(10, ge=1)
+    """Dynamic sampling: most generation rounds per step; when they run out the step trains on the groups it has,
+    filled up with zero-variance ones (no gradient), and says so."""
+    overlong_buffer_length: int = ranged(0, ge=0)
+    """DAPO overlong reward shaping: a penalty growing linearly over the last this many tokens before
+    max_response_length, reaching overlong_penalty_factor there (0: off)."""
+    overlong_penalty_factor: float = ranged(1.0, ge=0)
+    """DAPO overlong reward shaping: the largest penalty."""
+    overlong_filter: bool = False
+    """DAPO overlong filtering: responses cut at max_response_length are left out of the loss."""
+    rollout_correction: str = "none"
+    """Rollout-training mismatch correction (registered in mindr1.rl.algos): none, tis (weight the policy loss by
+    min(pi_trainer / pi_engine, C)) or mis (by the ratio where <= C, drop beyond). pi_trainer: the actor's log-probs
+    before the update; pi_engine: the engine's own. Needs temperature 1, top_p 1, top_k -1 (the engines report raw
+    log-probs, which are the sampling distribution only then)."""
+    rollout_correction_level: str = "token"
+    """token (a ratio per token) or sequence (the product over the response, the same weight on its tokens)."""
+    rollout_correction_threshold: float = ranged(2.0, gt=0)
+    """C of tis / mis."""
+    mismatch_threshold: float = ranged(1.0, gt=0)
+    """|trainer - engine| log-prob gap (nats, temperature 1) counted in rollout/logp_abs_diff_over_frac."""
+    mismatch_warn_frac: float = ranged(0.001, ge=0, le=1)
+    """Warn, naming the step, when more than this share of tokens is over mismatch_threshold."""
 
 
 @dataclass
@@ -231,9 +274,6 @@ def _check_verifiers(names: list[str]) -> None:
         raise ConfigError(f"algorithm.verifier_function: unknown verifier(s) {unknown}; registered: {list_verifiers()}")
 
 
-_AGG = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
-
-
 @dataclass
 class GRPOConfig:
     """GRPO on Ray: reasoning RL (stage 2) and R1-Zero."""
@@ -251,14 +291,7 @@ class GRPOConfig:
 
     def __post_init__(self):
         ar, alg = self.actor_rollout_ref.actor_rollout, self.algorithm
-        if ar.loss_agg_mode not in _AGG:
-            raise ConfigError(f"actor_rollout_ref.actor_rollout.loss_agg_mode: {ar.loss_agg_mode!r} is not one of {_AGG}")
-        if alg.adv_estimator not in ("group_norm", "dr_grpo"):
-            raise ConfigError(f"algorithm.adv_estimator: {alg.adv_estimator!r} is not group_norm or dr_grpo")
-        if alg.kl_penalty not in ("k1", "k2", "k3", "low_var_kl"):
-            raise ConfigError(f"algorithm.kl_penalty: {alg.kl_penalty!r} is not k1, k2, k3 or low_var_kl")
-        if alg.kl_ctrl.type not in ("fixed", "adaptive"):
-            raise ConfigError(f"algorithm.kl_ctrl.type: {alg.kl_ctrl.type!r} is not fixed or adaptive")
+        self._check_names()
         if len(alg.verifier_weight) != len(alg.verifier_function):
             raise ConfigError(f"algorithm.verifier_weight has {len(alg.verifier_weight)} entries for "
                               f"{len(alg.verifier_function)} verifier_function entries {alg.verifier_function}")
@@ -278,7 +311,53 @@ class GRPOConfig:
             raise ConfigError(f"actor_rollout_ref.actor_rollout.rollout_engine: {ar.rollout_engine!r} is not hf or vllm")
         t = self.training
         t.keep_last_n = checkpoint_retention(t.keep_last_n, t.save_total_limit, "training.")
+        self._check_algorithm()
         self.check_sizes()
+
+    def _check_names(self) -> None:
+        """Names picked from mindr1.rl.algos: the allowed ones are what its registries and tables hold."""
+        from mindr1.rl import algos
+
+        ar, alg = self.actor, self.algorithm
+        for key, value, allowed in (
+                ("actor_rollout_ref.actor_rollout.loss_agg_mode", ar.loss_agg_mode, algos.AGG_MODES),
+                ("actor_rollout_ref.actor_rollout.policy_loss", ar.policy_loss, sorted(algos.POLICY_LOSSES)),
+                ("algorithm.adv_estimator", alg.adv_estimator, sorted(algos.ADV_ESTIMATORS)),
+                ("algorithm.kl_penalty", alg.kl_penalty, algos.KL_KINDS),
+                ("algorithm.kl_ctrl.type", alg.kl_ctrl.type, algos.KL_CTRL_TYPES),
+                ("algorithm.rollout_correction", alg.rollout_correction, sorted(algos.ROLLOUT_CORRECTIONS)),
+                ("algorithm.rollout_correction_level", alg.rollout_correction_level, algos.CORRECTION_LEVELS)):
+            if value not in allowed:
+                raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+
+    def _check_algorithm(self) -> None:
+        """Ranges and combinations of the DAPO / GSPO / correction / staleness settings."""
+        a, alg, ar = self.actor, self.algorithm, "actor_rollout_ref.actor_rollout"
+        if a.clip_ratio_c is not None and a.clip_ratio_c <= 1.0:
+            raise ConfigError(f"{ar}.clip_ratio_c: {a.clip_ratio_c} must be > 1 (or null: no dual-clip)")
+        if alg.max_gen_rounds < 1:
+            raise ConfigError(f"algorithm.max_gen_rounds: {alg.max_gen_rounds} must be >= 1")
+        if not 0 <= alg.overlong_buffer_length <= a.max_response_length:
+            raise ConfigError(f"algorithm.overlong_buffer_length: {alg.overlong_buffer_length} must be in "
+                              f"[0, {ar}.max_response_length {a.max_response_length}]")
+        if alg.rollout_correction_threshold <= 0 or alg.mismatch_threshold <= 0:
+            raise ConfigError("algorithm.rollout_correction_threshold and mismatch_threshold must be > 0")
+        if a.max_staleness not in (0, 1):
+            raise ConfigError(f"{ar}.max_staleness: {a.max_staleness} is not 0 or 1")
+        raw = a.temperature == 1.0 and a.top_p == 1.0 and a.top_k in (-1, 0)
+        if a.max_staleness == 1:
+            if self.colocated:
+                raise ConfigError(f"{ar}.max_staleness 1 needs separate placement ({ar}.num_gpus_for_infer > 0): "
+                                  "colocated engines cannot generate while the actor trains")
+            if alg.rollout_correction != "none":
+                raise ConfigError(f"algorithm.rollout_correction {alg.rollout_correction!r} is for max_staleness 0; "
+                                  "with max_staleness 1 the ratio is already taken against the engines' log-probs")
+        needs_raw = a.max_staleness == 1 or alg.rollout_correction != "none"
+        if needs_raw and not raw:
+            raise ConfigError(f"{ar}.max_staleness 1 / algorithm.rollout_correction use the engines' log-probs as the "
+                              "behaviour policy; the engines report raw log-probs (temperature 1, before top-k/top-p), "
+                              f"which are that only with temperature 1, top_p 1, top_k -1 (got {a.temperature}, "
+                              f"{a.top_p}, {a.top_k})")
 
     # ------------------------------------------------------------------ derived sizes
 

@@ -5,12 +5,20 @@ One driver process holds the loop; the work runs in Ray worker groups (see ``min
     sample prompts -> rollout (generate) -> rewards -> reference log-probs -> old log-probs
     -> group advantages -> actor updates -> weight sync -> log -> checkpoint
 
-``train()`` -> ``train_step()`` -> one small method per phase. Every phase is timed. A worker
+``train()`` -> ``train_step()`` -> one small method per phase. Every phase is timed.
+
+DAPO's dynamic sampling repeats generate -> rewards for more prompts until the batch holds
+``global_batch_size`` groups whose rewards differ (``algorithm.max_gen_rounds`` rounds at most).
+With ``max_staleness: 1`` (separate placement) the next step's first round is started as soon as
+this step's batch is in, so the engines generate it, with the weights before this step's update,
+while this step is scored and trained; it is collected before the weight sync, and saved with
+the checkpoint so a resumed run trains on the very batch the uninterrupted one would. A worker
 that dies or stops answering raises ``WorkerError`` naming its role and rank; the run stops
 with that message (exit code 1) and resumes from its last checkpoint when started again.
 """
 from __future__ import annotations
 
+import collections
 import math
 import sys
 import time
@@ -47,6 +55,9 @@ class GRPOController:
         self.source = PromptSource(len(self.prompts), cfg.training.global_batch_size, cfg.training.seed)
         self.kind = start_ray(cfg)
         self.cluster = build_cluster(cfg, self.kind, self.arch)
+        self.prefetched: Optional[tuple] = None   # max_staleness 1: (RolloutBatch, prompt indices, generation s)
+        self.invalid_completions: collections.Counter = collections.Counter()  # non-text completions, by reason
+        self.pending: Optional[tuple] = None      # ... still being generated: (refs, prompt indices, launched at)
         self.step = self._resume()
         self.timings: dict[str, float] = {}
         self.logger = self._make_logger()
@@ -61,6 +72,9 @@ class GRPOController:
         self.source.load_state_dict(state["source"])
         self.kl_ctrl.load_state_dict(state["kl_ctrl"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("prefetched"):
+            saved = state["prefetched"]
+            self.prefetched = (RolloutBatch(**saved["batch"]), list(saved["indices"]), 0.0)
         print(f"[mindr1] resuming GRPO from step {state['step']} ({self.cfg.actor.save})", flush=True)
         return int(state["step"])
 
@@ -109,36 +123,181 @@ class GRPOController:
         from mindr1.rl.algos import get_adv_est
 
         t0 = time.perf_counter()
-        self.timings = {}
-        items = [self.prompts[i] for i in self.source.next_indices()]
-        with self._timed("generate"):
-            batch = self.generate([it["prompt_ids"] for it in items])
-        with self._timed("reward"):
-            metrics = self.score(batch, items)
+        self.timings, self.gen_seconds = {}, 0.0
+        batch, items, metrics = self.collect()
         if self.cluster.ref is not None:
             with self._timed("reference"):
                 batch.ref_logp_BR = self._log_probs(self.cluster.ref, self.cfg.ref.micro_batch_size, batch)
         if self._needs_old_logp():
             with self._timed("old_logp"):
                 batch.old_logp_BR = self._log_probs(self.cluster.actor, self.cfg.actor.micro_batch_size, batch)
-            metrics.update(sync_check(batch, self.cfg.actor.temperature))
+        metrics.update(self.behaviour_checks(batch))
         adv_B, adv_metrics = get_adv_est(self.cfg.algorithm.adv_estimator)(batch.rewards_B, batch.group_size)
         batch.advantages_B = adv_B
         metrics.update({k: float(v) for k, v in adv_metrics.items()})
         with self._timed("update"):
             metrics.update(self.update(batch))
+        metrics.update(self.finish_prefetch())
         with self._timed("sync"):
             self.sync_weights()
+        self._warn_mismatch(metrics)
         self.kl_ctrl.update(metrics.get("actor/kl_loss", metrics.get("actor/approx_kl", 0.0)),
-                            self.cfg.training.global_batch_size)
+                            self.cfg.training.global_batch_size * self.cfg.actor.n_samples_per_prompt)
         step_time = time.perf_counter() - t0
         metrics.update(batch_metrics(batch))
         metrics.update({f"timing/{k}_s": v for k, v in self.timings.items()})
         metrics.update({"timing/step_s": step_time, "kl_coef": self.kl_ctrl.value,
-                        "throughput/gen_tokens_per_s": batch.num_response_tokens / max(self.timings["generate"], 1e-9),
+                        "throughput/gen_tokens_per_s": metrics["rollout/generated_tokens"] / max(self.gen_seconds, 1e-9),
                         "throughput/tokens_per_s": int(batch.tokens_BS.ne(0).sum()) / step_time,
                         "throughput/prompts_per_s": len(items) / step_time})
         return metrics
+
+    # ------------------------------------------------------------------ the batch of a step
+
+    def collect(self) -> tuple[RolloutBatch, list[dict], dict]:
+        """This step's scored batch: one round, or DAPO's dynamic sampling; then the next step's prefetch."""
+        from mindr1.rl.algos import varied_groups
+
+        alg, need = self.cfg.algorithm, self.cfg.training.global_batch_size
+        rounds, drawn, tokens, kept, rest, all_rewards, all_scores = 0, 0, 0, [], [], [], {}
+        while True:
+            batch, items = self._generate_round(rounds)
+            rounds, drawn, tokens = rounds + 1, drawn + len(items), tokens + batch.num_response_tokens
+            with self._timed("reward"):
+                scores = self.score(batch, items)
+            all_rewards.append(batch.rewards_B)
+            for name, values in scores.items():
+                all_scores.setdefault(name, []).extend(values)
+            if not alg.dynamic_sampling:
+                kept, rest = [(batch, items)], []
+                break
+            varied_G = varied_groups(batch.rewards_B, batch.group_size)
+            kept += [(_groups(batch, varied_G), [it for it, v in zip(items, varied_G) if v])]
+            rest += [(_groups(batch, ~varied_G), [it for it, v in zip(items, varied_G) if not v])]
+            if sum(len(i) for _, i in kept) >= need or rounds >= alg.max_gen_rounds:
+                break
+        if self.cfg.colocated:
+            self.cluster.rollout.call("sleep")
+        batch, items, n_varied = self._assemble(kept, rest, need)
+        metrics = reward_metrics(all_scores, torch.cat(all_rewards))
+        metrics.update({f"rewards/{reason}": float(n) for reason, n in self.invalid_completions.items()})
+        self.invalid_completions.clear()
+        metrics["rollout/generated_tokens"] = float(tokens)
+        if alg.dynamic_sampling:
+            metrics.update(self._dynamic_sampling_report(rounds, drawn, n_varied, need, torch.cat(all_rewards)))
+        if alg.overlong_filter:
+            batch.loss_mask_B = batch.finished_B.float()
+            metrics["actor/overlong_filtered_frac"] = float(1.0 - batch.loss_mask_B.mean())
+        self._launch_prefetch()
+        return batch, items, metrics
+
+    def _generate_round(self, round_: int) -> tuple[RolloutBatch, list[dict]]:
+        """Round 0 from the prefetch when there is one, else freshly drawn prompts generated now."""
+        if round_ == 0 and (self.prefetched is not None or self.pending is not None):
+            self.finish_prefetch()
+            batch, indices, seconds = self.prefetched
+            self.prefetched = None
+            self.gen_seconds += seconds
+            return batch, [self.prompts[i] for i in indices]
+        items = [self.prompts[i] for i in self.source.next_indices()]
+        with self._timed("generate"):
+            batch = self.generate([it["prompt_ids"] for it in items], round_=round_)
+        return batch, items
+
+    def _assemble(self, kept: list, rest: list, need: int) -> tuple[RolloutBatch, list[dict], int]:
+        """The first ``need`` groups with a signal; when rounds ran out, topped up with zero-variance groups."""
+        parts = [(b, i) for b, i in kept if i]
+        n_varied = min(sum(len(i) for _, i in parts), need)
+        missing = need - sum(len(i) for _, i in parts)
+        for b, i in rest:
+            if missing <= 0:
+                break
+            take = min(missing, len(i))
+            parts.append((b.select(slice(0, take * b.group_size)), i[:take]))
+            missing -= take
+        batch = RolloutBatch.concat([b for b, _ in parts], self.prompts.pad_id) if len(parts) > 1 else parts[0][0]
+        items = [it for _, i in parts for it in i]
+        if len(items) > need:
+            batch, items = batch.select(slice(0, need * batch.group_size)), items[:need]
+        return batch, items, n_varied
+
+    def _dynamic_sampling_report(self, rounds: int, drawn: int, n_varied: int, need: int, rewards_B) -> dict:
+        from mindr1.rl.algos import zero_variance_group_fraction
+
+        exhausted = n_varied < need
+        if exhausted:
+            print(f"[grpo] step {self.step + 1}: dynamic sampling found {n_varied} of {need} groups with reward "
+                  f"variance in {rounds} rounds (algorithm.max_gen_rounds {self.cfg.algorithm.max_gen_rounds}); "
+                  f"training on them and {need - n_varied} zero-variance groups", flush=True)
+        return {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/prompts_drawn": float(drawn),
+                "dynamic_sampling/kept_groups": float(n_varied),
+                "dynamic_sampling/prompts_per_kept_group": drawn / max(n_varied, 1),
+                "dynamic_sampling/exhausted": float(exhausted),
+                "dynamic_sampling/drawn_zero_std_group_frac": float(zero_variance_group_fraction(
+                    rewards_B, self.cfg.actor.n_samples_per_prompt))}
+
+    # ------------------------------------------------------------------ one-step asynchronous rollout
+
+    def _launch_prefetch(self) -> None:
+        """max_staleness 1: start generating the next step's first round now (engines keep the current weights)."""
+        if self.cfg.actor.max_staleness != 1 or self.step + 1 >= self.cfg.training.train_iters:
+            return
+        indices = self.source.next_indices()
+        prompt_ids = [self.prompts[i]["prompt_ids"] for i in indices]
+        self.pending = (self._launch_generate(prompt_ids, step=self.step + 1), indices, time.perf_counter())
+
+    def finish_prefetch(self) -> dict:
+        """Collect the prefetched round (before the weight sync and the checkpoint); its overlap in metrics."""
+        if self.pending is None:
+            return {}
+        (refs, prompt_ids), indices, launched = self.pending
+        self.pending = None
+        t0 = time.perf_counter()
+        batch, seconds = self._collect_generate(refs, prompt_ids)
+        waited = time.perf_counter() - t0
+        self.timings["generate"] = self.timings.get("generate", 0.0) + waited
+        self.prefetched = (batch, indices, seconds)
+        return {"timing/generate_overlap_s": max(0.0, seconds - waited),
+                "timing/prefetch_wall_s": time.perf_counter() - launched}
+
+    def _needs_old_logp(self) -> bool:
+        """The trainer's pre-update log-probs: needed off-policy (several epochs or mini-batches) and by the
+        rollout correction; not on-policy (this forward's, detached) nor with max_staleness 1 (the engines')."""
+        a = self.cfg.actor
+        if a.max_staleness == 1:
+            return False
+        return (a.ppo_epochs > 1 or a.ppo_mini_batch_size != self.cfg.training.global_batch_size
+                or self.cfg.algorithm.rollout_correction != "none")
+
+    def behaviour_checks(self, batch: RolloutBatch) -> dict:
+        """Rollout-correction weights (trainer's pre-update vs the engine's log-probs) and, when the sampling
+        temperature is not 1, the log-prob gap from a temperature-1 forward (the engines' log-probs are raw)."""
+        from mindr1.rl.algos import logp_mismatch_metrics, rollout_correction_weights
+
+        alg, metrics = self.cfg.algorithm, {}
+        if alg.rollout_correction != "none":
+            weights_BR, corr = rollout_correction_weights(batch.old_logp_BR, batch.rollout_logp_BR,
+                                                          batch.response_mask_BR, mode=alg.rollout_correction,
+                                                          level=alg.rollout_correction_level,
+                                                          threshold=alg.rollout_correction_threshold)
+            batch.is_weights_BR = weights_BR
+            metrics.update({k: float(v) for k, v in corr.items()})
+        if self.cfg.actor.temperature != 1.0:
+            with self._timed("mismatch_check"):
+                raw_BR = self._log_probs(self.cluster.actor, self.cfg.actor.micro_batch_size, batch, temperature=1.0)
+            gap = logp_mismatch_metrics(raw_BR, batch.rollout_logp_BR, batch.response_mask_BR,
+                                        alg.mismatch_threshold)
+            metrics.update({k: float(v) for k, v in gap.items()})
+        return metrics
+
+    def _warn_mismatch(self, metrics: dict) -> None:
+        over, alg = metrics.get("rollout/logp_abs_diff_over_frac"), self.cfg.algorithm
+        if over is not None and over > alg.mismatch_warn_frac:
+            lag = " (max_staleness 1: the gap includes one update of the policy)" if self.cfg.actor.max_staleness else ""
+            print(f"[grpo] warning: step {self.step + 1}: trainer and engine log-probs differ by more than "
+                  f"{alg.mismatch_threshold} on {over:.2%} of tokens (max {metrics['rollout/logp_abs_diff_max']:.3g}, "
+                  f"mean {metrics['rollout/logp_abs_diff_mean']:.3g}){lag}; check the weight sync and the engine's "
+                  "numerics, or set algorithm.rollout_correction", flush=True)
 
     @contextmanager
     def _timed(self, name: str):
@@ -146,15 +305,17 @@ class GRPOController:
         yield
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _needs_old_logp(self) -> bool:
-        """On-policy (one epoch, one mini-batch): the old log-probs equal the current ones, detached."""
-        a = self.cfg.actor
-        return a.ppo_epochs > 1 or a.ppo_mini_batch_size != self.cfg.training.global_batch_size
-
     # ------------------------------------------------------------------ phases
 
-    def generate(self, prompt_ids: list, greedy: bool = False) -> RolloutBatch:
+    def generate(self, prompt_ids: list, greedy: bool = False, round_: int = 0) -> RolloutBatch:
         """Split the prompts over the rollout engines; one group per prompt back, in order."""
+        batch, seconds = self._collect_generate(*self._launch_generate(prompt_ids, greedy, self.step, round_))
+        if not greedy:
+            self.gen_seconds = getattr(self, "gen_seconds", 0.0) + seconds
+        return batch
+
+    def _launch_generate(self, prompt_ids: list, greedy: bool = False, step: int = 0, round_: int = 0) -> tuple:
+        """Start generation on every engine: (refs, prompt ids). Seeds follow (seed, step, round, engine)."""
         from mindr1.rollout.base import SamplingParams
 
         a, engines = self.cfg.actor, self.cluster.rollout
@@ -163,28 +324,37 @@ class GRPOController:
         parts = [prompt_ids[r * per:(r + 1) * per] for r in range(engines.world_size)]
         args = []
         for rank, part in enumerate(parts):
-            seed = None if greedy else self.cfg.training.seed * 1_000_003 + self.step * 1_009 + rank
+            seed = None if greedy else self.cfg.training.seed * 1_000_003 + step * 1_009 + round_ * 100_003 + rank
             params = SamplingParams(n=n, temperature=0.0 if greedy else a.temperature, top_p=a.top_p,
                                     top_k=a.top_k, max_tokens=a.max_response_length, seed=seed)
             args.append(([list(map(int, p)) for p in part], params))
-        refs = [actor.generate.remote(*arg) for actor, arg in zip(engines.actors, args) if arg[0]]
-        groups = [g for out in engines.wait(refs, "generate") for g in out]
-        if self.cfg.colocated and not greedy:
-            engines.call("sleep")
-        return RolloutBatch.from_completions([list(map(int, p)) for p in prompt_ids], groups, self.prompts.pad_id)
+        return [actor.generate_timed.remote(*arg) for actor, arg in zip(engines.actors, args) if arg[0]], prompt_ids
+
+    def _collect_generate(self, refs: list, prompt_ids: list) -> tuple[RolloutBatch, float]:
+        """The batch and the engines' generation time (the slowest engine's)."""
+        outs = self.cluster.rollout.wait(refs, "generate")
+        groups = [g for out in outs for g in out["groups"]]
+        batch = RolloutBatch.from_completions([list(map(int, p)) for p in prompt_ids], groups, self.prompts.pad_id)
+        return batch, max(out["seconds"] for out in outs)
 
     def score(self, batch: RolloutBatch, items: list[dict]) -> dict:
-        """Rewards (with the missing-EOS penalty) into ``batch.rewards_B``; reward metrics back."""
+        """Rewards (with the missing-EOS penalty and overlong shaping) into ``batch.rewards_B``; the verifiers'
+        scores back."""
         from mindr1.rl.algos import apply_missing_eos_penalty
 
         out = self._rewards(batch, items)
         rewards_B = torch.tensor(out["rewards"], dtype=torch.float32)
-        if self.cfg.algorithm.missing_eos_penalty:
-            rewards_B = apply_missing_eos_penalty(rewards_B, batch.finished_B, self.cfg.algorithm.missing_eos_penalty)
+        alg = self.cfg.algorithm
+        if alg.missing_eos_penalty:
+            rewards_B = apply_missing_eos_penalty(rewards_B, batch.finished_B, alg.missing_eos_penalty)
+        if alg.overlong_buffer_length:
+            from mindr1.rl.algos import overlong_reward_penalty
+
+            rewards_B = rewards_B + overlong_reward_penalty(batch.response_len_B, self.cfg.actor.max_response_length,
+                                                            alg.overlong_buffer_length, alg.overlong_penalty_factor)
         batch.rewards_B = rewards_B
-        metrics = reward_metrics(out["scores"], rewards_B)
-        metrics.update({f"rewards/{reason}": float(n) for reason, n in out["invalid"].items()})
-        return metrics
+        self.invalid_completions.update(out["invalid"])
+        return out["scores"]
 
     def _rewards(self, batch: RolloutBatch, items: list[dict]) -> dict:
         n = batch.group_size
@@ -204,24 +374,25 @@ class GRPOController:
         return {"rewards": [r for o in outs for r in o["rewards"]], "scores": scores, "completions": completions,
                 "invalid": invalid}
 
-    def _log_probs(self, group, micro_batch_size: int, batch: RolloutBatch) -> torch.Tensor:
+    def _log_probs(self, group, micro_batch_size: int, batch: RolloutBatch,
+                   temperature: Optional[float] = None) -> torch.Tensor:
         import ray
 
         from mindr1.rl.workers.megatron_worker import assemble_dp
 
         ref = ray.put(batch)
-        return assemble_dp(group.call("compute_log_prob", ref, micro_batch_size, self.cfg.actor.temperature))
+        temperature = self.cfg.actor.temperature if temperature is None else temperature
+        return assemble_dp(group.call("compute_log_prob", ref, micro_batch_size, temperature))
 
     def update(self, batch: RolloutBatch) -> dict:
         import ray
 
-        from mindr1.rl.workers.actor import SHARE_METRICS
+        from mindr1.rl.workers.actor import combine
 
         results = [r for r in self.cluster.actor.call("update_actor", ray.put(batch), self.step, self.kl_ctrl.value,
                                                       self.cfg.training.seed) if r is not None]
         keys = [k for k in results[0] if k != "dp_rank"]
-        return {k: (sum(r[k] for r in results) if k in SHARE_METRICS else sum(r[k] for r in results) / len(results))
-                for k in keys}
+        return {k: combine(k, [r[k] for r in results]) for k in keys}
 
     def sync_weights(self) -> None:
         """Actor -> object-store buckets -> every rollout engine (woken first when colocated)."""
@@ -248,6 +419,9 @@ class GRPOController:
     def save(self) -> None:
         state = {"step": self.step, "source": self.source.state_dict(), "kl_ctrl": self.kl_ctrl.state_dict(),
                  "torch_rng": torch.get_rng_state()}
+        if self.prefetched is not None:  # max_staleness 1: the next step's batch, generated by the previous weights
+            batch, indices, _ = self.prefetched
+            state["prefetched"] = {"indices": list(indices), "batch": batch_state(batch)}
         t = self.cfg.training
         self.cluster.actor.call("save_checkpoint", self.step, state, t.keep_last_n, t.keep_every_n)
 
@@ -298,20 +472,22 @@ def batch_metrics(batch: RolloutBatch) -> dict:
             "prompt_length/mean": float(batch.prompt_len_B.float().mean())}
 
 
-def sync_check(batch: RolloutBatch, temperature: float) -> dict:
-    """|engine log-prob - actor log-prob| on the sampled tokens: ~0 when the weight sync is right.
+def batch_state(batch: RolloutBatch) -> dict:
+    """A RolloutBatch as plain tensors and numbers (what a weights_only checkpoint load accepts)."""
+    from dataclasses import fields
 
-    The engine reports raw (temperature 1) log-probs, so the check applies at temperature 1 only.
-    """
-    if temperature != 1.0 or batch.old_logp_BR is None or batch.rollout_logp_BR is None:
-        return {}
-    mask_BR = batch.response_mask_BR
-    diff_BR = (batch.old_logp_BR - batch.rollout_logp_BR).abs() * mask_BR
-    return {"rollout/logp_abs_diff_mean": float(diff_BR.sum() / mask_BR.sum().clamp(min=1)),
-            "rollout/logp_abs_diff_max": float(diff_BR.max())}
+    return {f.name: getattr(batch, f.name) for f in fields(batch)
+            if f.name != "meta" and getattr(batch, f.name) is not None}
 
 
-CONSOLE_KEYS = ("reward/mean", "rewards/acc", "rewards/format", "reward/zero_std_group_frac", "response_length/mean",
+def _groups(batch: RolloutBatch, keep_G: torch.Tensor) -> RolloutBatch:
+    """The rows of the groups where ``keep_G`` is True."""
+    rows_B = keep_G.repeat_interleave(batch.group_size)
+    return batch.select(rows_B.nonzero().flatten())
+
+
+CONSOLE_KEYS = ("reward/mean", "rewards/acc", "rewards/format", "reward/zero_std_group_frac",
+                "dynamic_sampling/rounds", "response_length/mean",
                 "actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/clip_frac", "timing/step_s",
                 "throughput/gen_tokens_per_s", "eval/reward", "eval/acc", "eval/format")
 

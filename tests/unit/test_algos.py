@@ -191,3 +191,174 @@ def test_registries():
         algos.register_policy_loss("clip")(lambda *a: None)
     with pytest.raises(KeyError, match="registered"):
         algos.get_policy_loss("nope")
+
+
+# ---------------------------------------------------------------- dual-clip
+
+
+def _dual(clip_ratio_c=3.0):
+    # one row, A = -1: ratios 5 (past the cap), 2 (below it), 100 on a padding token
+    logp_BT = torch.tensor([[5.0, 2.0, 100.0]]).log().requires_grad_(True)
+    loss, metrics = algos.clipped_policy_loss(logp_BT, torch.zeros(1, 3), torch.tensor([[-1.0]]),
+                                              torch.tensor([[1, 1, 0]]), clip_ratio_c=clip_ratio_c)
+    loss.backward()
+    return loss, logp_BT.grad, metrics
+
+
+def test_dual_clip_caps_negative_advantage_loss_and_gradient():
+    # A = -1, r = 5: max(5, 1.2) = 5, capped at -A * 3 = 3, no gradient; r = 2: loss 2, d/dlogp = -A r = 2
+    loss, grad, metrics = _dual()
+    assert loss.item() == approx((3.0 + 2.0) / 2)
+    assert grad.tolist() == [approx([0.0, 2.0 / 2, 0.0])]
+    assert metrics["actor/dual_clip_frac"].item() == approx(0.5)
+    # without dual-clip the loss and gradient grow with the ratio
+    loss, grad, _ = _dual(None)
+    assert loss.item() == approx((5.0 + 2.0) / 2) and grad.tolist() == [approx([2.5, 1.0, 0.0])]
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        _dual(1.0)
+
+
+def test_dual_clip_single_token_a_minus_one_ratio_five():
+    logp_BT = torch.tensor([[LN(5.0)]], requires_grad=True)
+    loss, _ = algos.get_policy_loss("clip")(logp_BT, torch.zeros(1, 1), torch.tensor([[-1.0]]), torch.ones(1, 1))
+    loss.backward()
+    assert loss.item() == approx(3.0) and logp_BT.grad.item() == 0.0
+
+
+def test_dual_clip_leaves_the_ppo_loss_bit_for_bit_below_the_cap():
+    torch.manual_seed(1)
+    logp_BT, old_BT = torch.randn(4, 6) * 0.3, torch.randn(4, 6) * 0.3
+    adv_BT, mask_BT = torch.randn(4, 1), (torch.rand(4, 6) > 0.2).long()
+    on, _ = algos.clipped_policy_loss(logp_BT, old_BT, adv_BT, mask_BT)
+    off, _ = algos.clipped_policy_loss(logp_BT, old_BT, adv_BT, mask_BT, clip_ratio_c=None)
+    assert torch.equal(on, off)
+
+
+# ---------------------------------------------------------------- GSPO
+
+
+def test_gspo_sequence_ratio_by_hand():
+    # log-ratios: row 0 [.2, -.1, pad 5] -> mean .05, s = e^.05, A = +1 (inside [0.8, 1.2]): -s on each token;
+    # row 1 [.5, .3, .1] -> mean .3, s = e^.3 = 1.3499, A = -1: max(s, 1.2) = s. seq_mean_token_mean.
+    old_BT = torch.zeros(2, 3)
+    logp_BT = torch.tensor([[0.2, -0.1, 5.0], [0.5, 0.3, 0.1]], requires_grad=True)
+    adv, mask = torch.tensor([[1.0], [-1.0]]), torch.tensor([[1, 1, 0], [1, 1, 1]])
+    s0, s1 = math.exp(0.05), math.exp(0.3)
+    loss, metrics = algos.get_policy_loss("gspo")(logp_BT, old_BT, adv, mask, clip_low=0.2, clip_high=0.2)
+    assert loss.item() == approx((-s0 + s1) / 2)
+    loss.backward()
+    # the gradient of the sequence objective -A exp(mean_t logp_t): -A s / L per token, / B
+    assert logp_BT.grad.tolist() == [approx([-s0 / 2 / 2, -s0 / 2 / 2, 0.0]), approx([s1 / 3 / 2] * 3)]
+    assert metrics["actor/clip_frac"].item() == 0.0  # row 1 is past 1.2 but with A < 0 the unclipped term wins
+    # GSPO's own tiny clip range: row 0 (s = 1.05, A > 0) clipped at 1 + 4e-4, no gradient
+    logp_BT.grad = None
+    loss, metrics = algos.gspo_policy_loss(logp_BT, old_BT, adv, mask, clip_low=3e-4, clip_high=4e-4)
+    assert loss.item() == approx((-(1 + 4e-4) + s1) / 2)
+    assert metrics["actor/clip_frac"].item() == approx(2 / 5)
+    loss.backward()
+    assert logp_BT.grad[0].tolist() == approx([0.0, 0.0, 0.0])
+
+
+# ---------------------------------------------------------------- RLOO, REINFORCE++
+
+
+def test_rloo_advantage_by_hand():
+    # group 1 [1,0,0,0]: r_i - mean(others) = [1 - 0, 0 - 1/3, ...]; group 2 all equal -> 0
+    adv_B, metrics = algos.get_adv_est("rloo")(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), 4)
+    assert adv_B.tolist() == approx([1.0, -1 / 3, -1 / 3, -1 / 3, 0, 0, 0, 0])
+    assert metrics["reward/zero_std_group_frac"].item() == 0.5
+
+
+def test_reinforce_plus_plus_by_hand():
+    rewards_B = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    # batch mean 5/8, unbiased std sqrt((5 * .375^2 + 3 * .625^2) / 7): the all-equal group is not zero here
+    std = math.sqrt((5 * 0.375 ** 2 + 3 * 0.625 ** 2) / 7)
+    adv_B, _ = algos.get_adv_est("reinforce_plus_plus")(rewards_B, 4)
+    assert adv_B.tolist() == approx([0.375 / std] + [-0.625 / std] * 3 + [0.375 / std] * 4)
+    # baseline variant: group-centred [.75, -.25, -.25, -.25, 0, 0, 0, 0], then / batch std
+    std = math.sqrt((0.75 ** 2 + 3 * 0.25 ** 2) / 7)
+    adv_B, _ = algos.get_adv_est("reinforce_plus_plus_baseline")(rewards_B, 4)
+    assert adv_B.tolist() == approx([0.75 / std] + [-0.25 / std] * 3 + [0.0] * 4)
+
+
+# ---------------------------------------------------------------- DAPO reward shaping and group filter
+
+
+def test_overlong_reward_penalty_by_hand():
+    # max 10, buffer 4: free up to 6 tokens, then -1/4 per token, -1 at 10
+    out = algos.overlong_reward_penalty(torch.tensor([5, 6, 7, 10]), 10, 4, penalty_factor=1.0)
+    assert out.tolist() == approx([0.0, 0.0, -0.25, -1.0])
+    assert algos.overlong_reward_penalty(torch.tensor([8]), 10, 4, 0.5).tolist() == approx([-0.25])
+    with pytest.raises(ValueError, match="overlong buffer"):
+        algos.overlong_reward_penalty(torch.tensor([1]), 10, 11)
+
+
+def test_varied_groups():
+    rewards_B = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    assert algos.varied_groups(rewards_B, 2).tolist() == [False, True, False]
+
+
+# ---------------------------------------------------------------- rollout-training mismatch
+
+# trainer (old) log-probs all -1; the engine's give ratios pi_trainer / pi_engine of
+#   row 0: [1, 3, 0.5, pad]   row 1: [4, 1, pad, pad]; C = 2
+OLD = torch.full((2, 4), -1.0)
+ENGINE = OLD - torch.tensor([[0.0, LN(3), LN(0.5), 7.0], [LN(4), 0.0, -7.0, 7.0]])
+CMASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+
+
+@pytest.mark.parametrize("mode, level, expected", [
+    ("tis", "token", [[1, 2, 0.5, 0], [2, 1, 0, 0]]),
+    ("mis", "token", [[1, 0, 0.5, 0], [0, 1, 0, 0]]),
+    ("tis", "sequence", [[1.5, 1.5, 1.5, 0], [2, 2, 0, 0]]),      # products 1.5 and 4
+    ("mis", "sequence", [[1.5, 1.5, 1.5, 0], [0, 0, 0, 0]]),
+    ("none", "token", [[1, 1, 1, 0], [1, 1, 0, 0]]),
+])
+def test_rollout_correction_weights_by_hand(mode, level, expected):
+    weights, metrics = algos.rollout_correction_weights(OLD, ENGINE, CMASK, mode=mode, level=level, threshold=2.0)
+    assert weights.tolist() == [approx(row) for row in expected]
+    if level == "token":
+        assert metrics["rollout_correction/over_threshold_frac"].item() == approx(2 / 5)
+
+
+def test_rollout_correction_with_exact_engine_is_the_uncorrected_loss():
+    torch.manual_seed(2)
+    logp_BT, old_BT = torch.randn(3, 5), torch.randn(3, 5)
+    adv_BT, mask_BT = torch.randn(3, 1), (torch.rand(3, 5) > 0.3).long()
+    plain, _ = algos.grpo_loss(logp_BT, old_BT, None, adv_BT, mask_BT)
+    for mode in ("tis", "mis"):
+        for level in algos.CORRECTION_LEVELS:
+            w, _ = algos.rollout_correction_weights(old_BT, old_BT.clone(), mask_BT, mode=mode, level=level)
+            corrected, _ = algos.grpo_loss(logp_BT, old_BT, None, adv_BT, mask_BT, weights_BT=w)
+            assert torch.equal(corrected, plain), (mode, level)
+
+
+def test_tis_weights_the_policy_loss():
+    # on-policy ratio 1 and A = +1: per-token loss -w; token mean over the 5 valid tokens
+    w, _ = algos.rollout_correction_weights(OLD, ENGINE, CMASK, mode="tis", threshold=2.0)
+    loss, _ = algos.clipped_policy_loss(OLD, OLD, torch.ones(2, 1), CMASK, weights_BT=w)
+    assert loss.item() == approx(-(1 + 2 + 0.5 + 2 + 1) / 5)
+
+
+def test_logp_mismatch_metrics_by_hand():
+    logp = torch.zeros(2, 3)
+    engine = torch.tensor([[0.0, -0.5, -2.0], [0.1, 9.0, 9.0]])  # the 9s are padding
+    m = algos.logp_mismatch_metrics(logp, engine, torch.tensor([[1, 1, 1], [1, 0, 0]]), threshold=1.0)
+    assert m["rollout/logp_abs_diff_mean"].item() == approx(2.6 / 4)
+    assert m["rollout/logp_abs_diff_max"].item() == approx(2.0)
+    assert m["rollout/logp_abs_diff_over_frac"].item() == approx(1 / 4)
+    # a global count passed in makes it a share that adds up over micro-batches
+    m = algos.logp_mismatch_metrics(logp, engine, torch.tensor([[1, 1, 1], [1, 0, 0]]), 1.0, num_valid_tokens=8)
+    assert m["rollout/logp_abs_diff_mean"].item() == approx(2.6 / 8)
+
+
+def test_new_registries():
+    assert algos.get_rollout_correction("tis") is algos.truncated_is
+    assert {"rloo", "reinforce_plus_plus", "group_norm", "dr_grpo"} <= set(algos.ADV_ESTIMATORS)
+    assert {"clip", "gspo"} <= set(algos.POLICY_LOSSES)
+    with pytest.raises(ValueError, match="already registered"):
+        algos.register_rollout_correction("mis")(lambda *a: None)
+    with pytest.raises(KeyError, match="registered"):
+        algos.rollout_correction_weights(OLD, ENGINE, CMASK, mode="nope")
+    with pytest.raises(ValueError, match="level"):
+        algos.rollout_correction_weights(OLD, ENGINE, CMASK, level="batch")

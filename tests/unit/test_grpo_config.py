@@ -51,10 +51,46 @@ def test_unknown_key_rejected():
     (["algorithm.verifier_function=[acc,nonsense]", "algorithm.verifier_weight=[1,1]"], "unknown verifier"),
     (["reward.gate=strict_format"], "reward.gate"),
     (["actor_rollout_ref.actor_rollout.n_samples_per_prompt=1"], "n_samples_per_prompt is 1"),
+    (["actor_rollout_ref.actor_rollout.policy_loss=ppo2"], r"policy_loss: 'ppo2' is not one of \['clip', 'gspo'\]"),
+    (["algorithm.adv_estimator=gae2"], "adv_estimator: 'gae2' is not one of .*'rloo'"),
+    (["algorithm.rollout_correction=is"], "rollout_correction: 'is' is not one of .*'tis'"),
+    (["algorithm.rollout_correction_level=batch"], "rollout_correction_level"),
+    (["actor_rollout_ref.actor_rollout.loss_agg_mode=mean"], "loss_agg_mode: 'mean'"),
+    (["actor_rollout_ref.actor_rollout.clip_ratio_c=0.5"], "clip_ratio_c: 0.5 must be > 1"),
+    (["algorithm.max_gen_rounds=0"], "max_gen_rounds: 0 must be >= 1"),
+    (["algorithm.overlong_buffer_length=999"], r"overlong_buffer_length: 999 must be in \[0, .*max_response_length 256\]"),
+    (["actor_rollout_ref.actor_rollout.max_staleness=2"], "max_staleness: 2 is not 0 or 1"),
+    (["actor_rollout_ref.actor_rollout.max_staleness=1"], "max_staleness 1 needs separate placement"),
+    (["algorithm.rollout_correction=tis", "actor_rollout_ref.actor_rollout.temperature=0.7"],
+     "temperature 1, top_p 1, top_k -1 \\(got 0.7"),
+    (["resource_pool.actor_rollout=2", "actor_rollout_ref.actor_rollout.num_gpus_for_train=1",
+      "actor_rollout_ref.actor_rollout.num_gpus_for_infer=1", "actor_rollout_ref.actor_rollout.max_staleness=1",
+      "algorithm.rollout_correction=mis"], "is for max_staleness 0"),
 ])
 def test_inconsistent_sizes_rejected(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(GRPOConfig, overrides=overrides)
+
+
+def test_allowed_names_come_from_the_registries():
+    from mindr1.rl import algos
+
+    algos.register_adv_est("my_estimator")(lambda rewards_B, group_size, eps=1e-6: (rewards_B, {}))
+    try:
+        assert load_config(GRPOConfig, overrides=["algorithm.adv_estimator=my_estimator"]).algorithm.adv_estimator \
+            == "my_estimator"
+    finally:
+        del algos.ADV_ESTIMATORS["my_estimator"]
+    with pytest.raises(ConfigError, match="my_estimator"):
+        load_config(GRPOConfig, overrides=["algorithm.adv_estimator=my_estimator"])
+
+
+def test_new_algorithm_keys_documented():
+    text = "\n".join(explain(GRPOConfig))
+    for key in ("clip_ratio_c", "policy_loss", "max_staleness", "dynamic_sampling", "max_gen_rounds",
+                "overlong_buffer_length", "overlong_filter", "rollout_correction", "mismatch_threshold",
+                "shuffle_minibatch", "clip_ratio_low"):
+        assert key in text, key
 
 
 def test_separate_placement_sizes():
@@ -86,6 +122,24 @@ def test_batch_layout_and_positions():
     trimmed = batch.select(torch.tensor([1, 3])).trimmed()
     assert trimmed.tokens_BS.shape == (2, 4) and trimmed.response_mask_BR.shape == (2, 1)
     assert [len(c) for c in batch.chunks(2)] == [2, 2]
+
+
+def test_batch_concat_pads_to_the_widest():
+    from mindr1.rl.batch import RolloutBatch
+
+    a = RolloutBatch.from_completions([[5, 6]], [[_completion([1]), _completion([2])]], pad_id=0)
+    b = RolloutBatch.from_completions([[7]], [[_completion([3, 4, 4]), _completion([9], False)]], pad_id=0)
+    a.rewards_B, b.rewards_B = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
+    both = RolloutBatch.concat([a, b], pad_id=0)
+    assert both.tokens_BS.tolist() == [[5, 6, 1, 0], [5, 6, 2, 0], [7, 3, 4, 4], [7, 9, 0, 0]]
+    assert both.response_mask_BR.tolist() == [[1, 0, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]]
+    assert both.rollout_logp_BR.tolist() == [[-0.5, 0, 0], [-0.5, 0, 0], [-0.5] * 3, [-0.5, 0, 0]]
+    assert both.rewards_B.tolist() == [1.0, 0.0, 0.5, 0.5] and both.finished_B.tolist() == [True, True, True, False]
+    assert both.num_loss_tokens == 6
+    both.loss_mask_B = both.finished_B.float()
+    assert both.num_loss_tokens == 5 and both.num_loss_sequences == 3
+    with pytest.raises(ValueError, match="only some"):
+        RolloutBatch.concat([a, RolloutBatch.from_completions([[7]], [[_completion([3]), _completion([9])]], 0)], 0)
 
 
 def test_prompt_source_resumes_exactly():

@@ -19,7 +19,19 @@ from mindr1.rl.batch import RolloutBatch, gather_response_BR
 from mindr1.rl.workers.megatron_worker import MegatronWorker, ModelSpec
 
 # Metrics that are each micro-batch's share of a global mean: summed, not averaged.
-SHARE_METRICS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/loss")
+SHARE_METRICS = ("actor/pg_loss", "actor/kl_loss", "actor/entropy", "actor/loss", "rollout/logp_abs_diff_mean",
+                 "rollout/logp_abs_diff_over_frac")
+# Metrics that are maxima: the max of the parts.
+MAX_METRICS = ("rollout/logp_abs_diff_max",)
+
+
+def combine(key: str, values: list[float]) -> float:
+    """Micro-batch / DP parts of one metric into one value (share: sum, maximum: max, else mean)."""
+    if key in SHARE_METRICS:
+        return sum(values)
+    if key in MAX_METRICS:
+        return max(values)
+    return sum(values) / len(values)
 
 
 @dataclass
@@ -34,6 +46,10 @@ class ActorSettings:
     temperature: float
     clip_low: float
     clip_high: Optional[float]
+    clip_ratio_c: Optional[float]
+    policy_loss: str
+    old_logp_from_engine: bool
+    mismatch_threshold: float
     entropy_coef: float
     kl_kind: str
     agg: str
@@ -51,8 +67,16 @@ class ActorSettings:
 
 
 def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_size: int, kl_coef: float,
-                 num_valid_tokens: float, num_sequences: float) -> tuple:
-    """The GRPO loss of one micro-batch (its share of the mini-batch's global mean) and metrics."""
+                 num_valid_tokens: float, num_sequences: float, num_response_tokens: float) -> tuple:
+    """The GRPO loss of one micro-batch (its share of the mini-batch's global mean) and metrics.
+
+    Old log-probs: the trainer's from before the update (``old_logp_BR``), the engine's with
+    ``old_logp_from_engine`` (one-step asynchronous rollout), else this forward's, detached
+    (on-policy). The trainer-vs-engine gap is measured here against the pre-update log-probs when
+    the temperature is 1 (the engines report temperature-1 log-probs; otherwise the controller
+    measures it with a temperature-1 forward). ``loss_mask_B`` (overlong filtering) drops rows from
+    the loss; ``is_weights_BR`` (rollout correction) weighs the policy loss.
+    """
     from mindr1.models.megatron import vocab_parallel_logprobs
     from mindr1.rl.algos import grpo_loss
 
@@ -60,11 +84,16 @@ def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_
     entropy_BR = _entropy_BR(logits_BSV, mb["positions_BR"], vocab_size, s.temperature, s.entropy_coef != 0)
     logp_BR = gather_response_BR(vocab_parallel_logprobs(logits_BSV, mb["labels"], vocab_size, s.temperature),
                                  mb["positions_BR"])
-    mask_BR = mb["response_mask_BR"]
-    old_BR = mb.get("old_logp_BR")
-    old_BR = logp_BR.detach() if old_BR is None else old_BR
+    response_mask_BR = mask_BR = mb["response_mask_BR"]
+    if "loss_mask_B" in mb:
+        mask_BR = mask_BR * mb["loss_mask_B"].unsqueeze(1)
+    before_BR = mb.get("old_logp_BR")
+    before_BR = logp_BR.detach() if before_BR is None else before_BR
+    old_BR = mb["rollout_logp_BR"] if s.old_logp_from_engine else before_BR
     loss, metrics = grpo_loss(logp_BR, old_BR, mb.get("ref_logp_BR"), mb["advantages_B"].unsqueeze(1), mask_BR,
-                              clip_low=s.clip_low, clip_high=s.clip_high, kl_coef=kl_coef, kl_kind=s.kl_kind,
+                              policy_loss=s.policy_loss, clip_low=s.clip_low, clip_high=s.clip_high,
+                              clip_ratio_c=s.clip_ratio_c, weights_BT=mb.get("is_weights_BR"),
+                              kl_coef=kl_coef, kl_kind=s.kl_kind,
                               entropy_BT=entropy_BR, entropy_coef=s.entropy_coef, agg=s.agg,
                               num_valid_tokens=num_valid_tokens, num_sequences=num_sequences,
                               max_tokens=s.max_response_length)
@@ -74,6 +103,11 @@ def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_
         metrics.update(kl_loss(logp_BR.detach(), mb["ref_logp_BR"], mask_BR, kind=s.kl_kind, agg=s.agg,
                                num_valid_tokens=num_valid_tokens, num_sequences=num_sequences,
                                max_tokens=s.max_response_length)[1])
+    if s.temperature == 1.0 and "rollout_logp_BR" in mb:
+        from mindr1.rl.algos import logp_mismatch_metrics
+
+        metrics.update(logp_mismatch_metrics(before_BR, mb["rollout_logp_BR"], response_mask_BR, s.mismatch_threshold,
+                                             num_valid_tokens=num_response_tokens))
     return loss, mask_BR.sum().to(torch.int), {k: v.detach().float().cpu() for k, v in metrics.items()}
 
 
@@ -147,7 +181,9 @@ class ActorWorker(MegatronWorker):
         if not self.is_output_rank:
             return None
         keys = history[0].keys()
-        return {"dp_rank": self.ctx.dp_rank, **{k: sum(h[k] for h in history) / len(history) for k in keys}}
+        return {"dp_rank": self.ctx.dp_rank,
+                **{k: (max(h[k] for h in history) if k in MAX_METRICS else sum(h[k] for h in history) / len(history))
+                   for k in keys}}
 
     def _train_minibatch(self, mini: RolloutBatch, kl_coef: float) -> dict:
         from mindr1.training.optim import optimizer_step, zero_grads
@@ -155,7 +191,9 @@ class ActorWorker(MegatronWorker):
 
         s = self.settings
         loss_fn = partial(grpo_loss_fn, s=s, vocab_size=self.arch.vocab_size, kl_coef=kl_coef,
-                          num_valid_tokens=float(max(mini.num_response_tokens, 1)), num_sequences=float(len(mini)))
+                          num_valid_tokens=float(max(mini.num_loss_tokens, 1)),
+                          num_sequences=float(max(mini.num_loss_sequences, 1)),
+                          num_response_tokens=float(max(mini.num_response_tokens, 1)))
         micro = self._to_device(self.local_share(mini).trimmed().micro_batches(s.micro_batch_size))
         zero_grads([self.model], self.optimizer)
         outputs = run_pipeline([self.model], micro, loss_fn)
@@ -163,7 +201,7 @@ class ActorWorker(MegatronWorker):
         metrics = {"actor/grad_norm": stats["grad_norm"], "actor/lr": stats["lr"]}
         for key in outputs[0] if outputs else ():
             values = [float(o[key]) for o in outputs]
-            metrics[key] = sum(values) if key in SHARE_METRICS else sum(values) / len(values)
+            metrics[key] = combine(key, values)
         return metrics
 
     # ------------------------------------------------------------------ weights out, checkpoints

@@ -164,8 +164,11 @@ def actor_settings(cfg: GRPOConfig):
     steps = cfg.training.train_iters * a.ppo_epochs * (cfg.training.global_batch_size // a.ppo_mini_batch_size)
     return ActorSettings(
         save=a.save, micro_batch_size=a.micro_batch_size, mini_batch_size=a.ppo_mini_batch_size * a.n_samples_per_prompt,
-        ppo_epochs=a.ppo_epochs, shuffle=a.shuffle, temperature=a.temperature, clip_low=a.clip_ratio,
-        clip_high=a.clip_ratio_high, entropy_coef=a.entropy_coeff, kl_kind=alg.kl_penalty, agg=a.loss_agg_mode,
+        ppo_epochs=a.ppo_epochs, shuffle=a.shuffle_minibatch, temperature=a.temperature,
+        clip_low=a.clip_ratio if a.clip_ratio_low is None else a.clip_ratio_low,
+        clip_high=a.clip_ratio if a.clip_ratio_high is None else a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c,
+        policy_loss=a.policy_loss, old_logp_from_engine=a.max_staleness == 1,
+        mismatch_threshold=alg.mismatch_threshold, entropy_coef=a.entropy_coeff, kl_kind=alg.kl_penalty, agg=a.loss_agg_mode,
         max_response_length=a.max_response_length, lr=a.lr, min_lr=a.min_lr, lr_decay_style=a.lr_decay_style,
         lr_warmup_iters=a.lr_warmup_iters, lr_decay_iters=steps, weight_decay=a.weight_decay,
         adam_beta1=a.adam_beta1, adam_beta2=a.adam_beta2, clip_grad=a.clip_grad,

@@ -44,6 +44,14 @@ class RolloutWorker(Worker):
         """Groups of ``params.n`` completions (token ids, raw log-probs, finish reason) per prompt."""
         return self.engine.generate(prompt_token_ids, params)
 
+    def generate_timed(self, prompt_token_ids: Sequence[Sequence[int]], params) -> dict:
+        """``generate`` with its wall time: ``{"groups", "seconds"}`` (how long generation itself took)."""
+        import time
+
+        t0 = time.perf_counter()
+        groups = self.engine.generate(prompt_token_ids, params)
+        return {"groups": groups, "seconds": time.perf_counter() - t0}
+
     def sleep(self) -> None:
         self.engine.sleep()
 
