@@ -145,7 +145,7 @@ SFT_NONSENSE = [
 
 @pytest.mark.parametrize("override,message", SFT_NONSENSE, ids=[o for o, _ in SFT_NONSENSE])
 def test_sft_nonsense_is_refused_before_torchrun(override, message, capsys, monkeypatch):
-    monkeypatch.setattr(sft, "_relaunch_under_torchrun", lambda *a: pytest.fail("torchrun started"))
+    monkeypatch.setattr(sft, "_relaunch_ranks", lambda *a: pytest.fail("torchrun started"))
     monkeypatch.setattr(sft, "SFTTrainer", lambda *a: pytest.fail("training started"))
     assert sft.main([override]) == 2
     err = capsys.readouterr().err
