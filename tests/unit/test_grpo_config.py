@@ -59,7 +59,7 @@ def test_unknown_key_rejected():
     (["actor_rollout_ref.actor_rollout.clip_ratio_c=0.5"], "clip_ratio_c: 0.5 is out of range; expected > 1"),
     (["algorithm.max_gen_rounds=0"], "max_gen_rounds: 0 is out of range; expected >= 1"),
     (["algorithm.overlong_buffer_length=999"], r"overlong_buffer_length: 999 must be in \[0, .*max_response_length 256\]"),
-    (["actor_rollout_ref.actor_rollout.max_staleness=2"], "max_staleness: 2 is out of range; expected in [0, 1]"),
+    (["actor_rollout_ref.actor_rollout.max_staleness=2"], r"max_staleness: 2 is out of range; expected in \[0, 1\]"),
     (["actor_rollout_ref.actor_rollout.max_staleness=1"], "max_staleness 1 needs separate placement"),
     (["algorithm.rollout_correction=tis", "actor_rollout_ref.actor_rollout.temperature=0.7"],
      "temperature 1, top_p 1, top_k -1 \\(got 0.7"),
