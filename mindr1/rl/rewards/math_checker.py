@@ -66,6 +66,11 @@ class MathChecker:
 
     def check(self, gold: str, pred: str) -> float:
         """1.0 if `pred` is mathematically equivalent to `gold`, else 0.0 (also on timeout)."""
+        return self.check_status(gold, pred)[0]
+
+    def check_status(self, gold: str, pred: str) -> tuple[float, str]:
+        """`(score, status)`: status is the worker's outcome ('ok', 'timeout', 'unparsable', ...)
+        or 'killed: ...' when the hard deadline passed (callers count timeouts from it)."""
         request = json.dumps({"gold": gold, "pred": pred, "limit": self.timeout_s}).encode() + b"\n"
         with self._lock:
             proc = self._ensure_worker()
@@ -74,11 +79,12 @@ class MathChecker:
                 self._write(proc, request, deadline)
                 reply = json.loads(self._read_line(proc, deadline))
             except _WorkerLost as exc:
-                self._count(f"killed: {exc}")
+                status = f"killed: {exc}"
+                self._count(status)
                 self._stop()
-                return 0.0
+                return 0.0, status
             self._count(reply["status"])
-        return float(reply["score"])
+        return float(reply["score"]), str(reply["status"])
 
     @property
     def worker_pid(self) -> int | None:

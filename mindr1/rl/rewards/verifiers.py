@@ -26,18 +26,29 @@ def score_answer(completion: str, label: object, checker: MathChecker | None = N
     through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
     without parsing: no real final answer is that long, and sympy on it is a denial of service.
     """
+    return judge_answer(completion, label, checker, require_answer_tag, max_answer_chars)[0]
+
+
+def judge_answer(completion: str, label: object, checker: MathChecker | None = None,
+                 require_answer_tag: bool = False,
+                 max_answer_chars: int = MAX_ANSWER_CHARS) -> tuple[float | None, str | None, str]:
+    """`(score, extracted answer, status)` of :func:`score_answer`; status is 'exact', 'integer',
+    'no_label', 'no_answer', 'too_long' or math-verify's ('ok', 'timeout', 'killed: ...', ...)."""
     gold = normalize_ground_truth(label)
     if gold is None:
-        return None
+        return None, None, "no_label"
     pred = extract_final_answer(completion, require_answer_tag)
-    if pred is None or len(pred) > max_answer_chars:
-        return 0.0
+    if pred is None:
+        return 0.0, None, "no_answer"
+    if len(pred) > max_answer_chars:
+        return 0.0, pred, "too_long"
     if canonical_text(pred) == canonical_text(gold):
-        return 1.0
+        return 1.0, pred, "exact"
     gold_int, pred_int = parse_integer(gold), parse_integer(pred)
     if gold_int is not None and pred_int is not None:
-        return float(gold_int == pred_int)
-    return (checker or default_checker()).check(gold, pred)
+        return float(gold_int == pred_int), pred, "integer"
+    score, status = (checker or default_checker()).check_status(gold, pred)
+    return score, pred, status
 
 
 def _columns_labels(columns: dict, n: int) -> list:
