@@ -36,6 +36,8 @@ class TrainingConfig:
     """Steps between held-out evaluations (0: only before and after training)."""
     eval_samples: int = 64
     """Held-out prompts per evaluation."""
+    eval_require_format: bool = False
+    """Held-out accuracy counts an answer only inside <answer> (``mindr1 eval --require-format``)."""
     save_interval: int = 0
     """Steps between checkpoints (0: only at the end)."""
     log_interval: int = 1
