@@ -16,7 +16,6 @@ regenerates exactly what an uninterrupted one would have.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
