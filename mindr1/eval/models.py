@@ -99,6 +99,10 @@ def _check_megatron(name: str, root: Path, iteration: Optional[str]) -> None:
     try:
         ckpt = mcore_io.MegatronCheckpoint(root, iteration=_iteration_value(iteration))
     except CheckpointError as exc:
+        if "mindr1_arch" in str(exc):  # a Megatron-LM checkpoint: its architecture comes from an HF config
+            raise ModelError(f"--model {name}: {root}: the shards' args carry no 'mindr1_arch' (the architecture); "
+                             "write a mindr1 checkpoint first: tools/convert_ckpt.py --load-model-type mg "
+                             "--save-model-type mg --hf-config-dir HF_DIR --load-dir ... --save-dir ...") from None
         raise ModelError(f"--model {name}: {exc}") from None
     if not ckpt.args:
         raise ModelError(f"--model {name}: {root} shards carry no 'args'; cannot tell the architecture")
