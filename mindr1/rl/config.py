@@ -37,6 +37,8 @@ class TrainingConfig:
     """Steps between held-out evaluations (0: only before and after training)."""
     eval_samples: int = ranged(64, ge=1)
     """Held-out prompts per evaluation."""
+    eval_require_format: bool = False
+    """Held-out accuracy counts an answer only inside <answer> (``mindr1 eval --require-format``)."""
     save_interval: int = ranged(0, ge=0)
     """Steps between checkpoints (0: only at the end)."""
     keep_last_n: Optional[int] = ranged(None, ge=1)

@@ -403,17 +403,26 @@ class GRPOController:
         self.cluster.rollout.call("load_weights", refs)
 
     def evaluate(self) -> dict:
-        """Greedy completions of the first ``eval_samples`` held-out prompts: reward, accuracy, format."""
+        """Greedy completions of the first ``eval_samples`` held-out prompts, scored by ``mindr1.eval``
+        (accuracy = pass@1, format, lengths: what ``mindr1 eval`` gives the checkpoint saved at this
+        step); the training reward on them too. The completions go to ``SAVE/eval/step_N.jsonl``."""
+        from mindr1.eval.heldout import heldout_metrics, write_heldout_samples
+
         cfg = self.cfg.training
         items = [self.eval_prompts[i] for i in range(min(cfg.eval_samples, len(self.eval_prompts)))]
         t0 = time.perf_counter()
         batch = self.generate([it["prompt_ids"] for it in items], greedy=True)
         out = self._rewards(batch, items)
-        metrics = {"eval/reward": sum(out["rewards"]) / len(out["rewards"]), "eval/time_s": time.perf_counter() - t0,
-                   "eval/response_length": float(batch.response_len_B.float().mean())}
+        metrics, records = heldout_metrics([self.eval_prompts.prompt_text(it) for it in items], out["completions"],
+                                           [it.get("ground_truth") for it in items], batch.response_len_B.tolist(),
+                                           batch.finished_B.tolist(), require_format=cfg.eval_require_format)
+        metrics.update({"eval/reward": sum(out["rewards"]) / len(out["rewards"]),
+                        "eval/time_s": time.perf_counter() - t0})
         for name, values in out["scores"].items():
             valid = [v for v in values if v is not None]
-            metrics[f"eval/{name}"] = sum(valid) / len(valid) if valid else float("nan")
+            metrics[f"eval/rewards/{name}"] = sum(valid) / len(valid) if valid else float("nan")
+        if self.cfg.actor.save:
+            write_heldout_samples(Path(self.cfg.actor.save) / "eval" / f"step_{self.step:07d}.jsonl", records, self.step)
         return metrics
 
     def save(self) -> None:

@@ -48,8 +48,9 @@ def extract_final_answer(completion: str, require_answer_tag: bool = False) -> s
     """The answer a completion commits to.
 
     Inside `<answer>`: the last `\\boxed{}` there, else the whole tag content (reasoning-gym
-    style `<answer>42</answer>`). Without an answer tag: the last `\\boxed{}` anywhere, unless
-    `require_answer_tag`. None when nothing qualifies (the completion scores as wrong).
+    style `<answer>42</answer>`). Without an answer tag: the last `\\boxed{}` anywhere, else the
+    number after a GSM8K-style final `#### ` line, unless `require_answer_tag`. None when nothing
+    qualifies (the completion scores as wrong).
     """
     tagged = answer_tag_content(completion)
     if tagged is not None:
@@ -59,6 +60,8 @@ def extract_final_answer(completion: str, require_answer_tag: bool = False) -> s
         return None
     else:
         answer = last_boxed_content(completion)
+        if answer is None:
+            answer = extract_gsm8k_answer(completion)
     if answer is None:
         return None
     answer = answer.strip()
@@ -66,11 +69,12 @@ def extract_final_answer(completion: str, require_answer_tag: bool = False) -> s
 
 
 def extract_gsm8k_answer(text: str) -> str | None:
-    """The number after GSM8K's final `#### ` marker: '... #### 1,234' -> '1234'; None without one."""
+    """The number after GSM8K's final `#### ` marker (its line only): '... #### 1,234' -> '1234'; None without one."""
     marker = text.rfind("####")
     if marker < 0:
         return None
-    value = text[marker + 4:].strip().replace(",", "").replace("$", "").rstrip(".").strip()
+    rest = text[marker + 4:].strip()
+    value = rest.split("\n", 1)[0].strip().replace(",", "").replace("$", "").rstrip(".").strip()
     return value or None
 
 

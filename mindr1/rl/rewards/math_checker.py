@@ -97,13 +97,23 @@ class MathChecker:
 
     def check(self, gold: str, pred: str) -> float:
         """1.0 if `pred` is mathematically equivalent to `gold`, else 0.0 (also on timeout)."""
-        return self.check_batch([(gold, pred)])[0]
+        return self.check_status(gold, pred)[0]
+
+    def check_status(self, gold: str, pred: str) -> tuple[float, str]:
+        """`(score, status)`: status is the worker's outcome ('ok', 'timeout', 'unparsable', ...)
+        or 'killed: ...' when the hard deadline passed (callers count timeouts from it)."""
+        return self.check_batch_status([(gold, pred)])[0]
 
     def check_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
         """`check` over `(gold, pred)` pairs, in parallel on the workers, within one item's limit in all."""
-        scores = [0.0] * len(pairs)
+        return [score for score, _ in self.check_batch_status(pairs)]
+
+    def check_batch_status(self, pairs: list[tuple[str, str]]) -> list[tuple[float, str]]:
+        """`check_status` over `(gold, pred)` pairs, in parallel on the workers, within one item's limit
+        in all; items the deadline does not reach are `(0.0, 'batch_deadline')`."""
+        results: list[tuple[float, str]] = [(0.0, "batch_deadline")] * len(pairs)
         if not pairs:
-            return scores
+            return results
         with self._lock:
             slots = self._ready_slots()
             deadline = time.monotonic() + self.timeout_s + self.grace_s
@@ -113,10 +123,10 @@ class MathChecker:
                 self._dispatch(slots, pairs, queue, busy, deadline)
                 if not busy:
                     break
-                self._collect(slots, busy, scores, deadline)
+                self._collect(slots, busy, results, deadline)
             for _ in queue:
                 self._count("batch_deadline")
-        return scores
+        return results
 
     @property
     def worker_pid(self) -> int | None:
@@ -152,7 +162,7 @@ class MathChecker:
                 self._count(f"killed: {exc}")
                 slot.stop()
 
-    def _collect(self, slots, busy: dict, scores: list, deadline: float) -> None:
+    def _collect(self, slots, busy: dict, results: list, deadline: float) -> None:
         fds = {slots[k].proc.stdout.fileno(): k for k in busy}
         readable, _, _ = select.select(list(fds), [], [], max(0.0, deadline - time.monotonic()))
         for fd in readable:
@@ -160,7 +170,9 @@ class MathChecker:
             slot, i = slots[k], busy[k]
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                self._count(f"killed: worker exited with code {slot.proc.wait()}")
+                status = f"killed: worker exited with code {slot.proc.wait()}"
+                self._count(status)
+                results[i] = (0.0, status)
                 slot.stop()
                 del busy[k]
                 continue
@@ -169,11 +181,12 @@ class MathChecker:
                 line, _, slot.buf = slot.buf.partition(b"\n")
                 reply = json.loads(line)
                 self._count(reply["status"])
-                scores[i] = float(reply["score"])
+                results[i] = (float(reply["score"]), str(reply["status"]))
                 del busy[k]
         if time.monotonic() >= deadline:
             for k in list(busy):
                 self._count("killed: deadline passed waiting for the result")
+                results[busy[k]] = (0.0, "killed: deadline passed waiting for the result")
                 slots[k].stop()
                 del busy[k]
 

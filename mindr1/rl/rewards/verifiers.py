@@ -76,24 +76,48 @@ def score_answer(completion: str, label: object, checker: MathChecker | None = N
     math-verify through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
     without parsing: no real final answer is that long, and sympy on it is a denial of service.
     """
-    return score_answers([completion], [label], checker, require_answer_tag, max_answer_chars)[0]
+    return judge_answer(completion, label, checker, require_answer_tag, max_answer_chars)[0]
 
 
 def score_answers(completions: Sequence[str], labels: Sequence, checker: MathChecker | None = None,
                   require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> list[float | None]:
     """:func:`score_answer` over a batch: the items math-verify must decide go to the checker as one
     batch, checked in parallel on its workers under one deadline."""
-    out: list[float | None] = []
+    return [score for score, _, _ in judge_answers(completions, labels, checker, require_answer_tag, max_answer_chars)]
+
+
+def judge_answer(completion: str, label: object, checker: MathChecker | None = None,
+                 require_answer_tag: bool = False,
+                 max_answer_chars: int = MAX_ANSWER_CHARS) -> tuple[float | None, str | None, str]:
+    """`(score, extracted answer, status)` of :func:`score_answer`; status is 'exact' (the cheap
+    pre-checks decided), 'no_label', 'no_answer', 'too_long' or math-verify's ('ok', 'timeout',
+    'killed: ...', 'batch_deadline', ...)."""
+    return judge_answers([completion], [label], checker, require_answer_tag, max_answer_chars)[0]
+
+
+def judge_answers(completions: Sequence[str], labels: Sequence, checker: MathChecker | None = None,
+                  require_answer_tag: bool = False,
+                  max_answer_chars: int = MAX_ANSWER_CHARS) -> list[tuple[float | None, str | None, str]]:
+    """:func:`judge_answer` over a batch (math-verify items checked in parallel under one deadline)."""
+    out: list[tuple[float | None, str | None, str]] = []
     pending: list[tuple[int, str, str]] = []
     for i, (completion, label) in enumerate(zip(completions, labels)):
         gold, pred, decided = _prepared(completion, label, require_answer_tag, max_answer_chars)
-        out.append(decided)
-        if gold is not None and decided is None:
+        if gold is None:
+            out.append((None, None, "no_label"))
+        elif pred is None:
+            out.append((0.0, None, "no_answer"))
+        elif len(pred) > max_answer_chars:
+            out.append((0.0, pred, "too_long"))
+        elif decided is not None:
+            out.append((decided, pred, "exact"))
+        else:
+            out.append((None, pred, ""))
             pending.append((i, gold, pred))
     if pending:
-        results = (checker or default_checker()).check_batch([(gold, pred) for _, gold, pred in pending])
-        for (i, _, _), score in zip(pending, results):
-            out[i] = score
+        results = (checker or default_checker()).check_batch_status([(gold, pred) for _, gold, pred in pending])
+        for (i, _, pred), (score, status) in zip(pending, results):
+            out[i] = (score, pred, status)
     return out
 
 
