@@ -7,7 +7,7 @@ started with the prompt's `<think>` tail.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .answers import (ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, canonical_text, extract_final_answer,
                       normalize_ground_truth, parse_integer)
@@ -19,17 +19,20 @@ _TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
 
 def score_answer(completion: str, label: object, checker: MathChecker | None = None,
-                 require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> float | None:
+                 require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS,
+                 extract: Callable[[str], str | None] | None = None) -> float | None:
     """1.0 / 0.0 for one completion against one ground truth; None when there is no ground truth.
 
     Cheap exact checks (same text, same integer) run here; anything else goes to math-verify
     through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
     without parsing: no real final answer is that long, and sympy on it is a denial of service.
+    `extract` replaces the default reading of the completion (`extract_final_answer`), e.g.
+    `answers.extract_any_answer` for free-form solutions.
     """
     gold = normalize_ground_truth(label)
     if gold is None:
         return None
-    pred = extract_final_answer(completion, require_answer_tag)
+    pred = extract(completion) if extract is not None else extract_final_answer(completion, require_answer_tag)
     if pred is None or len(pred) > max_answer_chars:
         return 0.0
     if canonical_text(pred) == canonical_text(gold):
