@@ -1,7 +1,9 @@
 """The generative reward model (GenRM) of rejection sampling: a judge LLM served by a rollout engine.
 
 Two modes, each a prompt template under ``configs/rejection_sampling/`` (replace it with
-``--judge-template FILE``; placeholders ``{problem}``, ``{reference}``, ``{response}``):
+``--judge-template FILE``; placeholders ``{problem}``, ``{reference}``, ``{response}``; a line
+``<<<REPLY>>>`` ends the user turn, and the text after it starts the judge's reply, e.g.
+``Verdict:`` so that a small judge answers first and briefly: ``judge_equivalence_short.txt``):
 
 - with a ground truth (``--use-ground-truth-answer``): a math answer validator (the judge Open R1
   ran with Llama-3.3-70B to recover answers math-verify rejected for their format). It compares
@@ -26,6 +28,7 @@ TEMPLATES = {"verdict": CONFIGS / "judge_equivalence.txt", "score": CONFIGS / "j
 PLACEHOLDERS = {"verdict": ("problem", "reference", "response"), "score": ("problem", "response")}
 VERDICTS = ("EQUIVALENT", "DIFFERENT", "AMBIGUOUS")
 UNPARSABLE = "unparsable"
+REPLY_MARKER = "<<<REPLY>>>"
 _FIELD = re.compile(r"\{(problem|reference|response)\}")
 # 'Verdict: EQUIVALENT', '**Verdict:** Not Equivalent', 'verdict - [DIFFERENT]'
 _VERDICT = re.compile(r"verdict[\s*:#\-=\[\]`\"']{0,12}(not[\s_-]{1,3}equivalent|equivalent|different|ambiguous)",
@@ -43,6 +46,7 @@ class JudgeTemplate:
     mode: str          # "verdict" (with a ground truth) or "score"
     text: str
     path: str
+    reply_prefix: str = ""   # the start of the judge's reply (after a <<<REPLY>>> line)
 
     @classmethod
     def load(cls, mode: str, path: Optional[str] = None) -> "JudgeTemplate":
@@ -54,7 +58,8 @@ class JudgeTemplate:
         if missing:
             raise JudgeError(f"--judge-template {file}: missing placeholder(s) {', '.join(missing)} "
                              f"(a {mode} judge needs {', '.join('{' + n + '}' for n in PLACEHOLDERS[mode])})")
-        return cls(mode, text, str(file))
+        text, marker, reply = text.partition(REPLY_MARKER)
+        return cls(mode, text.rstrip("\n") + "\n" if marker else text, str(file), reply.strip() if marker else "")
 
     def fill(self, problem: str, response: str, reference: str = "") -> str:
         """One pass over the template: text inside the values is never substituted again."""
@@ -125,7 +130,7 @@ class Judge:
         self.truncated_prompts = 0
 
     def _ids(self, text: str) -> list[int]:
-        rendered = self.renderer.render([{"role": "user", "content": text}])
+        rendered = self.renderer.render([{"role": "user", "content": text}]) + self.template.reply_prefix
         ids = self.tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if len(ids) > self.prompt_max_len:  # keep the start (instructions, problem) and the end (the turn)
             self.truncated_prompts += 1
@@ -142,7 +147,8 @@ class Judge:
             self.params.stop_token_ids = stop
             groups = self.engine.generate([ids[i] for i in batch], self.params)
             for i, group in zip(batch, groups):
-                out[i] = self.tokenizer.decode(group[0].token_ids, skip_special_tokens=True)
+                out[i] = self.template.reply_prefix + self.tokenizer.decode(group[0].token_ids,
+                                                                             skip_special_tokens=True)
             if progress is not None:
                 progress.update(len(batch))
         return out  # type: ignore[return-value]

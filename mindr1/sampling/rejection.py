@@ -22,9 +22,10 @@ the ``--keep-per-prompt`` best distinct responses, ties broken by the shortest.
 
 ``--judge-scope all`` judges every response that survived the other filters (MindSpeed's rules
 then GenRM: both must accept); ``rule_rejected`` judges only the responses the rules rejected and
-keeps those it finds EQUIVALENT (Open R1's cheaper use: the judge recovers right answers written
-in a form math-verify cannot read). Without ``--use-ground-truth-answer`` the judge gives a 1-10
-score and responses under ``--min-judge-score`` are dropped.
+keeps those it accepts (Open R1's cheaper use: the judge recovers right answers written in a form
+math-verify cannot read). With ``--use-ground-truth-answer`` the judge validates the final answer
+against ``gt_answer`` (accepts EQUIVALENT); without it, it gives a 1-10 score and responses under
+``--min-judge-score`` are dropped. The rules need only a ``gt_answer`` column in ``--map-keys``.
 
 The input is a generate output (``response`` column = a list of N texts) or MindSpeed's flat
 layout (one row per response, rows of one prompt joined by prompt and ground truth). Output rows
@@ -101,9 +102,10 @@ def rejection_keys(opts) -> dict:
     if not keys.get("response"):
         raise RejectionError('--map-keys "response" names no column: rejection_sampling needs the responses '
                              '(a generate output holds them in "output")')
-    if opts.use_ground_truth_answer and not keys.get("gt_answer"):
-        raise RejectionError('--use-ground-truth-answer needs a "gt_answer" column in --map-keys, '
-                             f'got {json.dumps({k: v for k, v in keys.items() if k != "input"})}')
+    for flag, used in (("--use-ground-truth-answer", opts.use_ground_truth_answer), ("--use-rules", opts.use_rules)):
+        if used and not keys.get("gt_answer"):
+            raise RejectionError(f'{flag} needs a "gt_answer" column in --map-keys, '
+                                 f'got {json.dumps({k: v for k, v in keys.items() if k != "input"})}')
     return keys
 
 
@@ -127,7 +129,7 @@ def group_rows(rows: list[dict], keys: dict, need_gt: bool) -> list[PromptGroup]
         gt = row.get(gkey) if gkey else None
         if need_gt and (gt is None or not str(gt).strip()):
             raise RejectionError(f"{where}: no ground truth in column {gkey!r} (--map-keys gt_answer), "
-                                 "which --use-ground-truth-answer needs")
+                                 "which --use-ground-truth-answer and --use-rules need")
         value, prompt = row[rkey], row[pkey]
         input_text = row.get(keys.get("input", "input")) or (prompt if isinstance(prompt, str) else "")
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -257,6 +259,7 @@ def _apply_judgement(c: Candidate, text: str, mode: str, opts, parse_verdict, pa
     if score < opts.min_judge_score:
         c.fail("judge", f"score {score:g} < --min-judge-score {opts.min_judge_score:g}")
         return "below_min_score"
+    c.recovered = "rules" in c.failed
     return "accepted"
 
 
@@ -275,8 +278,6 @@ def _check_flags(opts) -> None:
     if opts.load:
         raise RejectionError("--task rejection_sampling serves the judge from an HF directory: use --pretrain / "
                              "--judge-model (convert a Megatron checkpoint with tools/convert_ckpt.py)")
-    if opts.use_rules and not opts.use_ground_truth_answer:
-        raise RejectionError("--use-rules compares with the ground truth: add --use-ground-truth-answer")
     if opts.judge_scope == "rule_rejected" and (not opts.use_rules or opts.no_judge):
         raise RejectionError("--judge-scope rule_rejected judges what the rules rejected: it needs --use-rules "
                              "and the judge (no --no-judge)")
@@ -303,7 +304,7 @@ def run_rejection(opts) -> Path:
     _check_flags(opts)
     keys = rejection_keys(opts)
     cfg = ReadabilityConfig.from_options(opts)
-    groups = group_rows(load_rows(opts.dataset, opts.max_samples), keys, opts.use_ground_truth_answer)
+    groups = group_rows(load_rows(opts.dataset, opts.max_samples), keys, opts.use_ground_truth_answer or opts.use_rules)
     cands = [Candidate(g, j, text) for g in groups for j, text in enumerate(g.responses)]
     checked = {}
     if not opts.keep_truncated:
