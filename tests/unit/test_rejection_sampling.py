@@ -160,3 +160,14 @@ def test_merge_joins_slices_and_refuses_overlap_gaps_and_unfinished(tmp_path):
     with pytest.raises(SystemExit, match=r"h_iter1.jsonl.partial: a slice is unfinished"):
         main(["--task", "merge", "--dataset", str(tmp_path / "h_iter*.jsonl"), "--output-path", str(tmp_path / "h.jsonl")])
     assert not (tmp_path / "h.jsonl").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+def test_dataset_takes_format_at_path_and_the_data_alias(tmp_path):
+    path = tmp_path / "gen.txt"  # a name that does not say its format
+    path.write_text(json.dumps(_gen_row(0, ["So 48 + 24 = 72.", "It is 70."])) + "\n")
+    assert main(["--task", "rejection_sampling", "--data", f"jsonl@{path}", "--output-path", str(tmp_path / "o.jsonl"),
+                 "--no-judge", "--no-progress", "--use-rules"]) == 0
+    assert [r["output"] for r in _read(tmp_path / "o.jsonl")] == ["So 48 + 24 = 72."]
+    with pytest.raises(SystemExit, match=r"unsupported file type '.txt'"):
+        main(["--task", "rejection_sampling", "--data", str(path), "--output-path", str(tmp_path / "p.jsonl"),
+              "--no-judge"])
