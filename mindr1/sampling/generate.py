@@ -178,10 +178,10 @@ def _map_keys(text: str) -> dict:
     return keys
 
 
-def _progress(total: int, done: int, disabled: bool):
+def _progress(total: int, done: int, disabled: bool, desc: str = "generate", unit: str = "prompt"):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc="generate", unit="prompt", disable=disabled, file=sys.stderr)
+    return tqdm(total=total, initial=done, desc=desc, unit=unit, disable=disabled, file=sys.stderr)
 
 
 def check_sizes(opts, prog: str) -> None:

@@ -225,7 +225,7 @@ def stage_judge(cands: list[Candidate], opts) -> dict:
         try:
             judge = Judge(engine, tokenizer, template, params, opts.prompt_max_len, opts.judge_batch_size,
                           opts.prompt_type)
-            bar = generate._progress(len(targets), 0, opts.no_progress)
+            bar = generate._progress(len(targets), 0, opts.no_progress, "judge", "response")
             texts = judge.judge(requests, bar)
             bar.close()
         finally:
