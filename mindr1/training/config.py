@@ -25,6 +25,12 @@ IGNORED_FLAGS = {
     "num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "group_query_attention",
     "num_query_groups", "max_position_embeddings", "make_vocab_size_divisible_by", "padded_vocab_size",
     "rotary_base", "norm_epsilon", "add_qkv_bias", "fp16",
+    # Flags of MindSpeed's stage-3 tune script that state what mindr1 always does: no dropout, every
+    # sample trains (split 100,0,0), no eval iterations unless eval_data_path, throughput always logged,
+    # this command is the SFT stage, weights come from `load` (init_method_std unused); checkpoints
+    # always keep optimizer and RNG state, since a run must resume exactly.
+    "attention_dropout", "hidden_dropout", "split", "eval_iters", "log_throughput", "stage", "init_method_std",
+    "no_save_optim", "no_save_rng",
 }
 
 

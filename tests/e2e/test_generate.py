@@ -33,10 +33,10 @@ def test_generate_writes_n_responses_per_prompt(tmp_path, engine):
     for row in rows:
         assert row["prompt"].strip() and "####" in row["gt_answer"]
         assert "<|im_start|>assistant" in row["input"]
-        assert len(row["responses"]) == len(row["response_tokens"]) == len(row["finish_reasons"]) == 2
+        assert len(row["output"]) == len(row["response_tokens"]) == len(row["finish_reasons"]) == 2
         assert all(1 <= n <= 8 for n in row["response_tokens"])
         assert all(r in ("stop", "length") for r in row["finish_reasons"])
-        assert any(text.strip() for text in row["responses"])
+        assert any(text.strip() for text in row["output"])
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_generate_iter_slice_and_resume(tmp_path):
     out = tmp_path / "iter1.jsonl"
     # an interrupted earlier run left one complete line and a torn one: the rerun keeps the first
     partial = tmp_path / "iter1.jsonl.partial"
-    done = {"index": 2, "responses": ["kept"], "response_tokens": [1], "finish_reasons": ["stop"]}
+    done = {"index": 2, "output": ["kept"], "response_tokens": [1], "finish_reasons": ["stop"]}
     partial.write_text(json.dumps(done) + "\n" + '{"index": 3, "resp')
     assert main(_args(tmp_path, "hf", "iter1.jsonl", ["--iter", "1"])) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

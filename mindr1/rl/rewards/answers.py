@@ -123,3 +123,60 @@ def parse_integer(answer: str) -> int | None:
     if not digits or len(digits) > 60 or not digits.isascii() or not digits.isdigit():
         return None
     return int(sign + digits)
+
+
+_ANSWER_PHRASES = ("the answer is", "final answer is", "final answer:", "answer:")
+
+
+def _number_at(text: str, i: int) -> str | None:
+    """The number starting at text[i] (optional sign, digits with thousands commas, decimals)."""
+    j = i + 1 if i < len(text) and text[i] in "+-" else i
+    start_digits = j
+    while j < len(text) and (text[j].isdigit() or (text[j] in ",." and j + 1 < len(text) and text[j + 1].isdigit())):
+        j += 1
+    if j == start_digits or not text[start_digits].isdigit():
+        return None
+    return text[i:j]
+
+
+def extract_answer_phrase(text: str) -> str | None:
+    """The number right after the last 'the answer is' / 'answer:' (case-insensitive), skipping
+    '$', '*' and spaces: 'So the final answer is: **$1,234**.' -> '1,234'; None without one."""
+    lower = text.lower()
+    best = -1
+    for phrase in _ANSWER_PHRASES:
+        pos = lower.rfind(phrase)
+        if pos >= 0:
+            best = max(best, pos + len(phrase))
+    if best < 0:
+        return None
+    i = best
+    while i < len(text) and i < best + 16 and text[i] in " \t\n:*$\\(=":
+        i += 1
+    return _number_at(text, i)
+
+
+def last_number(text: str) -> str | None:
+    """The last number in the text ('... so 5 + 3 = 8 apples.' -> '8'); None if there is none."""
+    i = len(text) - 1
+    while i >= 0 and not text[i].isdigit():
+        i -= 1
+    if i < 0:
+        return None
+    end = i + 1
+    while i > 0 and (text[i - 1].isdigit() or (text[i - 1] in ",." and i > 1 and text[i - 2].isdigit())):
+        i -= 1
+    if i > 0 and text[i - 1] == "-" and (i == 1 or not text[i - 2].isalnum()):
+        i -= 1
+    return text[i:end]
+
+
+def extract_any_answer(completion: str) -> str | None:
+    """A lenient reading for free-form solutions (GSM8K-style chat answers without tags):
+    `<answer>` / `\\boxed{}` first (`extract_final_answer`), then a GSM8K `####` marker, then
+    'the answer is N', then the last number of the text."""
+    for extract in (extract_final_answer, extract_gsm8k_answer, extract_answer_phrase, last_number):
+        answer = extract(completion)
+        if answer is not None and answer.strip():
+            return answer.strip()
+    return None

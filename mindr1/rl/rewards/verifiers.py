@@ -7,7 +7,7 @@ started with the prompt's `<think>` tail.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .answers import (ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_final_answer,
                       normalize_ground_truth, parse_integer)
@@ -57,52 +57,60 @@ def _cheap_score(pred: str, gold: str) -> float | None:
     return None
 
 
-def _prepared(completion: str, label: object, require_answer_tag: bool, max_answer_chars: int):
+def _prepared(completion: str, label: object, require_answer_tag: bool, max_answer_chars: int,
+              extract: Callable[[str], str | None] | None = None):
     """(gold, pred, decided score or None) for one item; gold None = no ground truth."""
     gold = normalize_ground_truth(label)
     if gold is None:
         return None, None, None
-    pred = extract_final_answer(completion, require_answer_tag)
+    pred = extract(completion) if extract is not None else extract_final_answer(completion, require_answer_tag)
     if pred is None or len(pred) > max_answer_chars:
         return gold, pred, 0.0
     return gold, pred, _cheap_score(pred, gold)
 
 
 def score_answer(completion: str, label: object, checker: MathChecker | None = None,
-                 require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> float | None:
+                 require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS,
+                 extract: Callable[[str], str | None] | None = None) -> float | None:
     """1.0 / 0.0 for one completion against one ground truth; None when there is no ground truth.
 
     Cheap exact checks (same text, same integer: :func:`same_form`) run here; anything else goes to
     math-verify through the time-limited `checker`. An answer longer than `max_answer_chars` is wrong
     without parsing: no real final answer is that long, and sympy on it is a denial of service.
+    `extract` replaces the default reading of the completion (`extract_final_answer`), e.g.
+    `answers.extract_any_answer` for free-form solutions.
     """
-    return judge_answer(completion, label, checker, require_answer_tag, max_answer_chars)[0]
+    return judge_answer(completion, label, checker, require_answer_tag, max_answer_chars, extract)[0]
 
 
 def score_answers(completions: Sequence[str], labels: Sequence, checker: MathChecker | None = None,
-                  require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS) -> list[float | None]:
+                  require_answer_tag: bool = False, max_answer_chars: int = MAX_ANSWER_CHARS,
+                  extract: Callable[[str], str | None] | None = None) -> list[float | None]:
     """:func:`score_answer` over a batch: the items math-verify must decide go to the checker as one
     batch, checked in parallel on its workers under one deadline."""
-    return [score for score, _, _ in judge_answers(completions, labels, checker, require_answer_tag, max_answer_chars)]
+    return [score for score, _, _ in judge_answers(completions, labels, checker, require_answer_tag,
+                                                        max_answer_chars, extract)]
 
 
 def judge_answer(completion: str, label: object, checker: MathChecker | None = None,
                  require_answer_tag: bool = False,
-                 max_answer_chars: int = MAX_ANSWER_CHARS) -> tuple[float | None, str | None, str]:
+                 max_answer_chars: int = MAX_ANSWER_CHARS,
+                 extract: Callable[[str], str | None] | None = None) -> tuple[float | None, str | None, str]:
     """`(score, extracted answer, status)` of :func:`score_answer`; status is 'exact' (the cheap
     pre-checks decided), 'no_label', 'no_answer', 'too_long' or math-verify's ('ok', 'timeout',
     'killed: ...', 'batch_deadline', ...)."""
-    return judge_answers([completion], [label], checker, require_answer_tag, max_answer_chars)[0]
+    return judge_answers([completion], [label], checker, require_answer_tag, max_answer_chars, extract)[0]
 
 
 def judge_answers(completions: Sequence[str], labels: Sequence, checker: MathChecker | None = None,
                   require_answer_tag: bool = False,
-                  max_answer_chars: int = MAX_ANSWER_CHARS) -> list[tuple[float | None, str | None, str]]:
+                  max_answer_chars: int = MAX_ANSWER_CHARS,
+                  extract: Callable[[str], str | None] | None = None) -> list[tuple[float | None, str | None, str]]:
     """:func:`judge_answer` over a batch (math-verify items checked in parallel under one deadline)."""
     out: list[tuple[float | None, str | None, str]] = []
     pending: list[tuple[int, str, str]] = []
     for i, (completion, label) in enumerate(zip(completions, labels)):
-        gold, pred, decided = _prepared(completion, label, require_answer_tag, max_answer_chars)
+        gold, pred, decided = _prepared(completion, label, require_answer_tag, max_answer_chars, extract)
         if gold is None:
             out.append((None, None, "no_label"))
         elif pred is None:
