@@ -67,8 +67,8 @@ def _micro_batches(vocab: int):
     return out
 
 
-def _layout_worker(rank, world, tp, pp, hf_dir):
-    """Loss and HF-named gradients of one layout (rank 0 returns them)."""
+def _layout_worker(rank, world, tp, pp, hf_dir, spec="local"):
+    """Loss and HF-named gradients of one layout and layer spec (rank 0 returns them)."""
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
@@ -80,7 +80,7 @@ def _layout_worker(rank, world, tp, pp, hf_dir):
     from mindr1.training.optim import attach_grad_finalizer, wrap_ddp
     from mindr1.training.schedule import run_pipeline, token_loss_sum
 
-    force_spec("local")
+    force_spec(spec)
     arch = load_arch(hf_dir)
     topo = Topology(world, tp=tp, pp=pp)
     with ParallelContext(topo, seed=1):
@@ -146,30 +146,38 @@ def _compare_grads(res: Result, label: str, got: dict, ref: dict) -> None:
     res.details[f"{label}/worst_grad"] = worst[1]
 
 
-def step_parity(res: Result) -> Result:
-    """Megatron loss + gradients at TP/PP layouts == HF transformers' (fp32), local spec."""
+def parity_checks(res: Result, spec: str) -> Result:
+    """Megatron loss + gradients at TP/PP layouts == HF transformers' (fp32), ``spec`` layer spec.
+
+    fp32 only: in bf16 the layouts' gradients differ by rounding, not by a rule; bf16 is covered by
+    the logit checks.
+    """
     from mindr1.parallel.launch import spawn
 
     families = ["tiny-qwen2"] if dry() else ["tiny-qwen2", "tiny-llama"]
     layouts = [(2, 1)] if dry() else [(1, 1), (2, 1), (1, 2), (2, 2)]
     ndev = device_count()
-    res.details["tolerance"] = {"loss_abs": TOL["loss_fp32_abs"], "grads_max_abs": TOL["grads_fp32_max_abs"]}
+    res.details["parity_tolerance"] = {"loss_abs": TOL["loss_fp32_abs"], "grads_max_abs": TOL["grads_fp32_max_abs"]}
     ran = 0
     for fam in families:
         hf_dir = random_hf_dir(fam, work_dir() / "ckpt" / fam, seed=3)
         ref = hf_reference_grads(hf_dir)
-        res.check(f"{fam}/hf_grads_nonzero", max(g.abs().max().item() for g in ref["grads"].values()) > 1e-3,
-                  max(g.abs().max().item() for g in ref["grads"].values()), "> 1e-3")
+        biggest = max(g.abs().max().item() for g in ref["grads"].values())
+        res.check(f"{fam}/hf_grads_nonzero", biggest > 1e-3, biggest, "> 1e-3")
         for tp, pp in layouts:
             if not dry() and tp * pp > ndev:
                 res.details[f"{fam}/tp{tp}_pp{pp}"] = (f"skipped: needs {tp * pp} devices, this machine has {ndev} "
                                                       "(NCCL refuses two ranks on one device)")
                 continue
-            got = spawn(_layout_worker, tp * pp, tp, pp, str(hf_dir), timeout_s=300)[0]
-            _compare_grads(res, f"{fam}/tp{tp}_pp{pp}", got, ref)
+            got = spawn(_layout_worker, tp * pp, tp, pp, str(hf_dir), spec, timeout_s=300)[0]
+            _compare_grads(res, f"{spec}/{fam}/tp{tp}_pp{pp}", got, ref)
             ran += 1
-    res.check("layouts_run", ran > 0, ran, "> 0")
+    res.check(f"{spec}/layouts_run", ran > 0, ran, "> 0")
     return res
+
+
+def step_parity(res: Result) -> Result:
+    return parity_checks(res, "local")
 
 
 # ----------------------------------------------------------------------------- HF logits
@@ -255,6 +263,8 @@ def step_hf_logits(res: Result, spec: str) -> Result:
         limit = max(TOL["logits_bf16_rel_norm"], 2 * hf_err)
         res.check(f"{label}/bf16_rel_norm", our_err < limit, our_err, limit)
         res.details[f"{label}/hf_bf16_rel_norm"] = round(hf_err, 6)
+    if spec == "te":  # the parity checks too: loading and gradients through the TE spec's names
+        parity_checks(res, "te")
     return res
 
 
