@@ -5,7 +5,7 @@ same optimizer (AdamW, clipping) and thread count. Reports tokens/s (non-padding
 steps after the first, then the speed-up from packing (--pack at preprocessing) on the same data.
 
     python benchmarks/sft.py [--steps 6] [--batch 8] [--seq 512] [--rows 256]
-    python benchmarks/sft.py --quick     # 3 steps of batch 4, seq <= 256: a few minutes on 2 cores
+    python benchmarks/sft.py --quick     # 4 steps of batch 4, seq <= 512: a few minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -81,10 +81,10 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="3 steps of batch 4, seq <= 256 (first step excluded)")
+    parser.add_argument("--quick", action="store_true", help="4 steps of batch 4, seq <= 512 (first step excluded)")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.batch, args.seq, args.rows = 3, 4, 256, 64
+        args.steps, args.batch, args.seq, args.rows = 4, 4, 512, 64
     from mindr1.artifacts import gsm8k_path, smollm2_dir
 
     hf_dir = smollm2_dir()

@@ -83,15 +83,15 @@ def write_megatron(out_root: Path, arch: ModelArch, get_hf: Callable[[str], torc
 
 def _write_stage(arch: ModelArch, get_hf, hf_dtypes: dict, tp: int, p: int, pp: int, num_layer_list, dtype,
                  args: dict, paths: list[Path], fsync: bool) -> None:
-    shapes = [A.mcore_expected_shapes(arch, tp, p, pp, num_layer_list)] * tp
+    shapes = A.mcore_expected_shapes(arch, tp, p, pp, num_layer_list)  # the same on every TP rank
     dtypes = A.mcore_stage_dtypes(arch, hf_dtypes, p, pp, num_layer_list, dtype)
+    # The key order of hf_stage_to_mcore / mcore_rank_state_dict_from_hf: embedding, layers, norm, output.
+    model = {k: (shapes[k], dtypes[k]) for k in _stage_keys(arch, p, pp, dtypes)}
+    state = {"model": model, "iteration": 0, "checkpoint_version": layout.CHECKPOINT_VERSION, "args": args}
     streams: list[_ShardStream] = []
     pools = [ThreadPoolExecutor(1, thread_name_prefix=f"shard{t}") for t in range(tp)]
     try:
         for t in range(tp):
-            # Same key order as hf_stage_to_mcore / mcore_rank_state_dict_from_hf (dtypes is built in it).
-            model = {k: (shapes[t][k], dtypes[k]) for k in dtypes_in_order(arch, p, pp, num_layer_list, dtypes)}
-            state = {"model": model, "iteration": 0, "checkpoint_version": layout.CHECKPOINT_VERSION, "args": args}
             streams.append(_ShardStream(paths[t], state))
         pending: list[Future] = []
         for key, pieces in A.hf_stage_to_mcore(arch, get_hf, tp, p, pp, num_layer_list, dtype):
@@ -113,8 +113,8 @@ def _write_stage(arch: ModelArch, get_hf, hf_dtypes: dict, tp: int, p: int, pp: 
             stream.abort()
 
 
-def dtypes_in_order(arch: ModelArch, p: int, pp: int, num_layer_list, dtypes: dict) -> list[str]:
-    """The stage's keys in state-dict order: embedding, layers (rule order), norm, output."""
+def _stage_keys(arch: ModelArch, p: int, pp: int, dtypes: dict) -> list[str]:
+    """The stage's keys in state-dict order: embedding, layers (rule order, as ``dtypes`` has them), norm, output."""
     nonlayer = [k for k, _ in A.nonlayer_sources(arch, p, pp)]
     head = [k for k in nonlayer if k == A.MC_EMBED]
     layers = [k for k in dtypes if k.startswith("decoder.layers.")]

@@ -32,12 +32,27 @@ def token_loss_sum(logits_BSV: torch.Tensor, batch: dict, global_valid_tokens: f
     return loss, n_tokens.to(torch.int), {"loss_sum": loss_sum.detach(), "tokens": n_tokens}
 
 
+def token_nll_loss_sum(nll_BS: torch.Tensor, batch: dict, global_valid_tokens: float) -> tuple:
+    """:func:`token_loss_sum` from GPTModel's own per-token cross entropy (``run_pipeline(...,
+    labels_to_model=True)``): the same numbers bit for bit where no vocabulary row is padding and the
+    logits are fp32, without the (B, S, V) copy GPTModel makes when it returns logits."""
+    mask_BS = batch["loss_mask"].to(nll_BS.dtype)
+    loss_sum = (nll_BS * mask_BS).sum()
+    n_tokens = mask_BS.sum().detach()
+    loss = loss_sum / global_valid_tokens
+    return loss, n_tokens.to(torch.int), {"loss_sum": loss_sum.detach(), "tokens": n_tokens}
+
+
 def _call_loss(loss_fn, output, batch):
     return loss_fn(output, batch)
 
 
-def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn, forward_only: bool = False) -> list:
+def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn, forward_only: bool = False,
+                 labels_to_model: bool = False) -> list:
     """Run the schedule over ``micro_batches``; returns the loss functions' metrics (last stage only).
+
+    ``labels_to_model``: the model gets the batch's labels and returns its per-token cross entropy
+    (B, S) instead of logits (see :func:`token_nll_loss_sum`).
 
     Every stage must be given micro-batches of the same shapes (first stage uses tokens, last stage
     labels/loss_mask, all of them the sequence length for p2p shapes).
@@ -60,7 +75,10 @@ def run_pipeline(model_chunks: list, micro_batches: list[dict], loss_fn: LossFn,
 
     def step(data_iterator, model):
         batch = next(data_iterator)
-        output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"))
+        if labels_to_model:
+            output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"])
+        else:
+            output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"))
         return output, partial(_call_loss, loss_fn, batch=batch)
 
     return forward_backward(

@@ -26,7 +26,7 @@ from mindr1.config import ConfigError, load_config, to_dict
 from mindr1.training import checkpointing
 from mindr1.training.config import SFTConfig, flags_to_overrides
 from mindr1.training.data import build_sft_dataset, iteration_batch
-from mindr1.training.schedule import run_pipeline, token_loss_sum
+from mindr1.training.schedule import run_pipeline, token_loss_sum, token_nll_loss_sum
 
 
 def resolve_arch(cfg: SFTConfig):
@@ -74,6 +74,11 @@ class SFTTrainer:
         bf16 = (not self.acc.is_cpu) if cfg.bf16 is None else cfg.bf16
         self.dtype = torch.bfloat16 if bf16 else torch.float32
         self._build_model()
+        # GPTModel's own cross entropy equals ours (which masks padded vocabulary rows, in fp32) when no
+        # row is padding and the logits are fp32; it then skips a copy of the logits (see schedule).
+        self._model_loss = (self.arch.padded_vocab(self.topology.tp) == self.arch.vocab_size
+                            and self.dtype == torch.float32
+                            and not getattr(self.model.module.config, "cross_entropy_loss_fusion", False))
         self.iteration = self._restore()
         self.dataset = build_sft_dataset(cfg.data_path, cfg.dataset_category, cfg.train_iters * cfg.global_batch_size,
                                          cfg.seed)
@@ -171,8 +176,12 @@ class SFTTrainer:
             cfg.seq_length)
         micro = [self._to_device(mb) for mb in micro]
         zero_grads([self.model], self.optimizer)
-        loss_fn = partial(token_loss_sum, global_valid_tokens=max(global_tokens, 1.0), vocab_size=self.arch.vocab_size)
-        outputs = run_pipeline([self.model], micro, loss_fn)
+        if self._model_loss:
+            loss_fn = partial(token_nll_loss_sum, global_valid_tokens=max(global_tokens, 1.0))
+        else:
+            loss_fn = partial(token_loss_sum, global_valid_tokens=max(global_tokens, 1.0),
+                              vocab_size=self.arch.vocab_size)
+        outputs = run_pipeline([self.model], micro, loss_fn, labels_to_model=self._model_loss)
         stats = optimizer_step(self.optimizer, self.scheduler)
         loss = self._global_loss(outputs, global_tokens)
         self.acc.synchronize()
