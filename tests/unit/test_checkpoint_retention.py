@@ -27,11 +27,13 @@ from mindr1.training.config import SFTConfig
 
 @pytest.fixture(scope="module")
 def ctx():
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield SimpleNamespace(topology=SimpleNamespace(pp=1), tp_rank=0, pp_rank=0, dp_rank=0,
                           accelerator=get_accelerator("cpu"))
-    dist.destroy_process_group()
+    if created:  # a group another module's fixture made (with megatron's groups on it) stays for that module
+        dist.destroy_process_group()
 
 
 def _save(root: Path, it: int, ctx, model, **keep) -> Path:
