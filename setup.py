@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # reasoning-gym: the generated arithmetic tasks of the R1-Zero CPU example and its test.
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "reasoning-gym==0.1.25"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "reasoning-gym==0.1.25", "gigatoken==0.10.0"],
     "gpu": ["vllm>=0.11", "transformer-engine[pytorch]>=2.4"],
     # MindSpeed is installed from Ascend's own repository (see README), not PyPI.
     "npu": ["torch-npu"],
