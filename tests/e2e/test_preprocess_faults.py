@@ -48,7 +48,9 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path, Path]:
     cmd = [sys.executable, "tools/preprocess_data.py", *_argv(data, out / "ds", "--workers", "2", "--chunk-size", "1",
                                                               *extra, handler="GeneralPretrainHandler")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            # the slower `tokenizers` backend: gigatoken finishes these documents before a worker
+                            # can be caught in the middle of a chunk
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "MINDR1_TOKENIZER_BACKEND": "tokenizers"})
     return proc, data, out
 
 
