@@ -73,7 +73,11 @@ def plain_vllm(model_dir: Path, prompts: list, stop: list, settings) -> float:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=True, seed=settings.seed,
+    from mindr1.accelerator import get_accelerator
+
+    # the same dtype as mindr1's engine (float32 on CPU): vLLM's own default would read bf16 from config.json
+    dtype = str(get_accelerator().default_dtype()).removeprefix("torch.")
+    llm = LLM(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=True, seed=settings.seed, dtype=dtype,
               max_model_len=settings.max_prompt_length + settings.max_new_tokens)
     sp = SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,
                         max_tokens=settings.max_new_tokens, stop_token_ids=stop, ignore_eos=True, detokenize=False)
