@@ -372,6 +372,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             out = merge_slices(opts.dataset, Path(opts.output_path))
         else:
             _need(opts, "dataset", "output_path")
+            generate.check_output_path(opts, PROG)
             out = run_rejection(opts)
     except (RejectionError, PromptError, JudgeError, DataError, ValueError) as exc:
         raise SystemExit(f"{PROG}: {exc}") from None

@@ -171,3 +171,14 @@ def test_dataset_takes_format_at_path_and_the_data_alias(tmp_path):
     with pytest.raises(SystemExit, match=r"unsupported file type '.txt'"):
         main(["--task", "rejection_sampling", "--data", str(path), "--output-path", str(tmp_path / "p.jsonl"),
               "--no-judge"])
+
+
+def test_output_path_may_not_replace_the_input(tmp_path):
+    data = _write(tmp_path / "gen.jsonl", [{"prompt": "1+1?", "gt_answer": "2", "output": ["\\boxed{2}"]}])
+    before = open(data).read()
+    with pytest.raises(SystemExit, match=r"would replace the --dataset input"):
+        main(["--task", "rejection_sampling", "--dataset", data, "--output-path", data, "--no-judge", "--no-progress"])
+    with pytest.raises(SystemExit, match=r"is a directory"):
+        main(["--task", "rejection_sampling", "--dataset", data, "--output-path", str(tmp_path), "--no-judge",
+              "--no-progress"])
+    assert open(data).read() == before
