@@ -1,9 +1,6 @@
 """HF <-> megatron-core adapter: key contract against a real GPTModel, round trips, packing layout."""
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 
@@ -104,26 +101,6 @@ def test_shape_check_names_the_key():
 
 
 # ----------------------------------------------------------------------------- real GPTModel
-
-@pytest.fixture(scope="module")
-def mcore_single_process():
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    if not dist.is_initialized():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ["MASTER_PORT"] = str(port)
-        dist.init_process_group("gloo", world_size=1, rank=0)
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(1, 1)
-    from mindr1.parallel import cpu_adaptor
-    cpu_adaptor.apply()
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-    model_parallel_cuda_manual_seed(1234)  # attention forks the model-parallel RNG (CPU-backed here)
-    yield
-
 
 def _gpt_model(arch: ModelArch):
     import torch.nn.functional as F

@@ -1,29 +1,8 @@
 """SFT hot-path changes (issue 19) compute exactly what they replaced: bit-equal losses and gradients."""
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
-
-
-@pytest.fixture(scope="module")
-def mcore_single_process():
-    import torch.distributed as dist
-    from megatron.core import parallel_state
-    if not dist.is_initialized():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ["MASTER_PORT"] = str(port)
-        dist.init_process_group("gloo", world_size=1, rank=0)
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(1, 1)
-    from mindr1.parallel import cpu_adaptor
-    cpu_adaptor.apply()
-    yield
 
 
 @pytest.mark.parametrize("vocab, padded", [(50, 50), (45, 50)])
