@@ -280,14 +280,24 @@ def clipped_policy_loss(logp_BT: torch.Tensor, old_logp_BT: torch.Tensor, adv_BT
         cap_BT = -adv_BT * clip_ratio_c
         dual_BT = (adv_BT < 0) & (loss_BT > cap_BT)
         loss_BT = torch.where(adv_BT < 0, torch.minimum(loss_BT, cap_BT), loss_BT)
+    loss, metrics = _clipped_loss_and_metrics(loss_BT, ratio_BT, logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low,
+                                              clip_high, weights_BT, agg, num_valid_tokens, num_sequences, max_tokens)
+    with torch.no_grad():
+        metrics["actor/dual_clip_frac"] = masked_mean(dual_BT.float(), mask_BT)
+    return loss, metrics
+
+
+def _clipped_loss_and_metrics(loss_BT, ratio_BT, logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low, clip_high,
+                              weights_BT, agg, num_valid_tokens, num_sequences, max_tokens):
+    """The tail every clipped policy loss shares: optional per-token weights (rollout correction), the
+    aggregation, and the pg_loss / clip_frac / approx_kl metrics."""
     if weights_BT is not None:
         loss_BT = loss_BT * weights_BT
     loss = aggregate_loss(loss_BT, mask_BT, agg, num_valid_tokens, num_sequences, max_tokens)
     with torch.no_grad():
         metrics = {
             "actor/pg_loss": loss.detach(),
-            "actor/clip_frac": clip_fraction(ratio_BT, adv_BT, mask_BT, clip_low, clip_high),
-            "actor/dual_clip_frac": masked_mean(dual_BT.float(), mask_BT),
+            "actor/clip_frac": clip_fraction(ratio_BT.detach(), adv_BT, mask_BT, clip_low, clip_high),
             "actor/approx_kl": approx_kl(logp_BT, old_logp_BT, mask_BT),
         }
     return loss, metrics
@@ -314,16 +324,8 @@ def gspo_policy_loss(logp_BT: torch.Tensor, old_logp_BT: torch.Tensor, adv_BT: t
     unclipped_BT = -adv_BT * ratio_BT
     clipped_BT = -adv_BT * ratio_BT.clamp(1.0 - clip_low, 1.0 + clip_high)
     loss_BT = torch.maximum(unclipped_BT, clipped_BT)
-    if weights_BT is not None:
-        loss_BT = loss_BT * weights_BT
-    loss = aggregate_loss(loss_BT, mask_BT, agg, num_valid_tokens, num_sequences, max_tokens)
-    with torch.no_grad():
-        metrics = {
-            "actor/pg_loss": loss.detach(),
-            "actor/clip_frac": clip_fraction(ratio_BT.detach(), adv_BT, mask_BT, clip_low, clip_high),
-            "actor/approx_kl": approx_kl(logp_BT, old_logp_BT, mask_BT),
-        }
-    return loss, metrics
+    return _clipped_loss_and_metrics(loss_BT, ratio_BT, logp_BT, old_logp_BT, adv_BT, mask_BT, clip_low, clip_high,
+                                     weights_BT, agg, num_valid_tokens, num_sequences, max_tokens)
 
 
 def kl_penalty(logp_BT: torch.Tensor, ref_logp_BT: torch.Tensor, kind: str = "k3") -> torch.Tensor:
