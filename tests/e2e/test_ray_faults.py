@@ -1,13 +1,16 @@
 """Faults and clusters: a killed rollout or actor worker stops the run with a message naming its role
 and rank (no hang), the run resumes from its last checkpoint, and the same run works with its workers
-on a second Ray node joined by ``ray start --address`` (head and worker on loopback)."""
+on a second Ray node joined by ``ray start --address`` through mindr1's wrapper (token on, head and
+worker on loopback)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +28,8 @@ def _wait_for(predicate, timeout: float, what: str, proc=None):
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"run ended early while waiting for {what}:\n{proc.stdout.read()[-4000:]}")
+            out = proc.stdout.read()[-4000:] if proc.stdout is not None else ""
+            raise AssertionError(f"{proc.args[:4]} ended (exit {proc.returncode}) while waiting for {what}:\n{out}")
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -65,45 +69,87 @@ def test_killed_actor_worker_is_named_and_run_resumes(tmp_path, tiny_setup):
     assert done + 1 in step_metrics(save)
 
 
-def _ray(*args: str, env: dict) -> subprocess.Popen:
-    """`ray start ... --block` in its own session, so that stopping it stops exactly this node."""
-    return subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", *args, "--block"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _ray_node(log: Path, *args: str, env: dict) -> subprocess.Popen:
+    """`ray start ... --block` through mindr1's wrapper (token, loopback, no client server) in its own
+    session, so that stopping it stops exactly this node; its output goes to ``log``."""
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "mindr1.rl.ray_node", *args, "--block"], env=env, cwd=ROOT,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _node_logs(tmp: Path, logs: list[Path]) -> str:
+    """What the nodes printed and the tail of Ray's own error logs, for a failure message."""
+    parts = [f"--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists()]
+    for err in sorted(tmp.glob("ray/session_*/logs/*.err"))[:8]:
+        text = err.read_text(errors="replace").strip()
+        if text:
+            parts.append(f"--- {err.name}:\n{text[-1500:]}")
+    return "\n".join(parts)
 
 
 def test_workers_on_a_second_node_joined_by_ray_start(tmp_path, tiny_setup):
+    import secrets
+
+    import psutil
+
     from mindr1.parallel.launch import free_port
 
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}
-    head = _ray("--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                "--disable-usage-stats", env=env)
-    worker = None
+    # Ray's socket paths live under RAY_TMPDIR and must stay short (AF_UNIX: 107 bytes); a session
+    # of its own also keeps other tests' Ray sessions (and their ports) out of this one.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="mr1node-", dir="/tmp"))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env = {**base, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(ray_tmp), "RAY_worker_niceness": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Two nodes on one machine: a loopback head kept local-only (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, what
+    # the wrapper sets by default) binds 127.0.0.1 while a joining node resolves 127.0.0.1 to the routable
+    # address and never reaches it, and with the variable at 0 `ray start --address` refuses to run
+    # ("Multi-node Ray clusters are not supported"; how this test failed in CI, after an in-process
+    # controller of an earlier test had set it in os.environ). So every process here says 1.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    logs = [tmp_path / "head.log", tmp_path / "worker.log"]
+    nodes: list[subprocess.Popen] = []
     try:
-        time.sleep(5)
-        worker = _ray(f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-                      "--disable-usage-stats", env=env)
+        nodes.append(_ray_node(logs[0], "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                               "--include-dashboard=false", "--disable-usage-stats", env=env))
+        _wait_for(lambda: _nodes(port, env) >= 1, 180, "the head node", nodes[0])
+        nodes.append(_ray_node(logs[1], f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+                               "--disable-usage-stats", env=env))
+        try:
+            _wait_for(lambda: _nodes(port, env) >= 2, 300, "the worker node to join", nodes[1])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_node_logs(ray_tmp, logs)}") from None
         save = tmp_path / "run"
         cmd = grpo_command(save, tiny_setup, "training.train_iters=1", "training.eval_data_path=null",
                            f"training.ray_address=127.0.0.1:{port}", "training.plot=false")
-        _wait_for(lambda: _nodes(port, env) >= 2, 300, "the worker node to join")  # slow to join on a loaded machine
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        nodes = {w["node_id"] for w in json.loads((save / "workers.json").read_text())}
-        assert 1 in step_metrics(save) and len(nodes) >= 1
+        nodes_used = {w["node_id"] for w in json.loads((save / "workers.json").read_text())}
+        assert 1 in step_metrics(save) and len(nodes_used) >= 1
         assert _nodes(port, env) == 2
     finally:
-        for p in (worker, head):
-            if p is not None and p.poll() is None:
+        for p in reversed(nodes):
+            if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
                 try:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
+        leftover = [q for q in psutil.process_iter(["cmdline"]) if any(str(ray_tmp) in a for a in q.info["cmdline"] or ())]
+        for q in leftover:
+            try:
+                q.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(leftover, timeout=20)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _nodes(port: int, env: dict) -> int:
     code = ("import ray; ray.init(address='127.0.0.1:%d', log_to_driver=False); "
             "print(sum(n['Alive'] for n in ray.nodes()))" % port)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired:
+        return 0
     return int(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else 0
