@@ -40,6 +40,22 @@ def test_hostile_batch_is_scored_within_two_item_limits(checker):
     assert len(checker.worker_pids) == 2 and checker.check("2", "\\sqrt{4}") == 1.0  # workers replaced
 
 
+def test_large_honest_batch_is_decided_in_full():
+    # Far more honest work than one item's limit: GRPO scores a whole step's completions in one batch
+    # (2,048 at the 7B recipe's size), and none of it may be lost to the hostile-batch deadline.
+    c = MathChecker(timeout_s=0.5, grace_s=0.25, workers=2)
+    try:
+        c.check_batch([("1", "1"), ("2", "2")])  # both workers started and warm
+        pairs = [(str(i), f"\\frac{{{2 * i}}}{{2}}") for i in range(600)] + [("1", "2")] * 10
+        start = time.monotonic()
+        scores = c.check_batch(pairs)
+        elapsed = time.monotonic() - start
+        assert scores == [1.0] * 600 + [0.0] * 10, (c.stats, elapsed)
+        assert "batch_deadline" not in c.stats and elapsed > 0.75, (c.stats, elapsed)  # longer than one limit
+    finally:
+        c.close()
+
+
 def test_none_and_non_string_completions_score_zero_and_are_counted():
     completions = [tagged("\\boxed{18}"), None, 42, [{"role": "assistant", "content": None}], tagged("\\boxed{18}")]
     counts = {}

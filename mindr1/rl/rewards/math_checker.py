@@ -68,16 +68,20 @@ class MathChecker:
     """`check(gold, pred)` / `check_batch(pairs)` -> 1.0 | 0.0 with a time limit, safe from any thread.
 
     timeout_s: the per-item limit inside a worker (parsing both sides and comparing). A batch shares
-      one deadline: every item of it must be decided within `timeout_s` (+ `grace_s`) of the batch's
-      start, so a batch costs at most one item's limit however many hostile items it holds. Items
-      run in parallel on `workers` processes, shortest first; items not reached by the deadline
-      score 0.0 and are counted as `batch_deadline`.
+      one deadline: `timeout_s` (+ `grace_s`) from the batch's start, moved later by the time each
+      item that was decided (not timed out) took, up to `EXTENSION_CAP_S` per item. So hostile items
+      (each running into its limit) cost one item's limit however many a batch holds, while a large
+      batch of honest items (milliseconds each) is always decided in full. Items run in parallel on
+      `workers` processes, shortest first; items not reached by the deadline score 0.0 and are
+      counted as `batch_deadline`.
     grace_s: extra time before a worker is killed for not answering.
     startup_timeout_s: allowance for starting a worker (imports), not counted per item.
     memory_limit_mb: address-space limit of each worker (0 = none).
     workers: worker processes (each ~150 MB once sympy is imported).
     `stats` counts items by outcome (ok, timeout, killed, batch_deadline, error...) and worker starts.
     """
+
+    EXTENSION_CAP_S = 0.25  # the most one decided item moves the batch's deadline
 
     def __init__(self, timeout_s: float = 5.0, grace_s: float = 2.0, startup_timeout_s: float = 120.0,
                  memory_limit_mb: int = 4096, workers: int = 1):
@@ -116,7 +120,8 @@ class MathChecker:
             return results
         with self._lock:
             slots = self._ready_slots()
-            deadline = time.monotonic() + self.timeout_s + self.grace_s
+            deadline = [time.monotonic() + self.timeout_s + self.grace_s]  # moved by _collect
+            self._started: dict[int, float] = {}  # slot index -> when its item was sent
             queue = deque(sorted(range(len(pairs)), key=lambda i: len(pairs[i][1])))
             busy: dict[int, int] = {}  # slot index -> item index
             while queue or busy:
@@ -145,26 +150,27 @@ class MathChecker:
 
     # ------------------------------------------------------------ batch scheduling
 
-    def _dispatch(self, slots, pairs, queue: deque, busy: dict, deadline: float) -> None:
+    def _dispatch(self, slots, pairs, queue: deque, busy: dict, deadline: list) -> None:
         for k, slot in enumerate(slots):
             if k in busy or not queue or not slot.alive():
                 continue
-            limit = min(self.timeout_s, deadline - self.grace_s - time.monotonic())
+            limit = min(self.timeout_s, deadline[0] - self.grace_s - time.monotonic())
             if limit <= 0:
                 return  # the rest of the queue misses the batch's deadline
             i = queue.popleft()
             gold, pred = pairs[i]
             request = json.dumps({"gold": gold, "pred": pred, "limit": limit}).encode() + b"\n"
             try:
-                self._write(slot.proc, request, deadline)
+                self._write(slot.proc, request, deadline[0])
                 busy[k] = i
+                self._started[k] = time.monotonic()
             except _WorkerLost as exc:
                 self._count(f"killed: {exc}")
                 slot.stop()
 
-    def _collect(self, slots, busy: dict, results: list, deadline: float) -> None:
+    def _collect(self, slots, busy: dict, results: list, deadline: list) -> None:
         fds = {slots[k].proc.stdout.fileno(): k for k in busy}
-        readable, _, _ = select.select(list(fds), [], [], max(0.0, deadline - time.monotonic()))
+        readable, _, _ = select.select(list(fds), [], [], max(0.0, deadline[0] - time.monotonic()))
         for fd in readable:
             k = fds[fd]
             slot, i = slots[k], busy[k]
@@ -183,7 +189,9 @@ class MathChecker:
                 self._count(reply["status"])
                 results[i] = (float(reply["score"]), str(reply["status"]))
                 del busy[k]
-        if time.monotonic() >= deadline:
+                if reply["status"] != "timeout":  # decided work extends the batch; hostile items never do
+                    deadline[0] += min(time.monotonic() - self._started[k], self.EXTENSION_CAP_S)
+        if time.monotonic() >= deadline[0]:
             for k in list(busy):
                 self._count("killed: deadline passed waiting for the result")
                 results[busy[k]] = (0.0, "killed: deadline passed waiting for the result")
