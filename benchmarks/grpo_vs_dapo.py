@@ -80,8 +80,8 @@ def run_side(args) -> dict:
         if ray.is_initialized():
             ray.shutdown()
     zero_key = "dynamic_sampling/drawn_zero_std_group_frac" if args.side == "dapo" else "reward/zero_std_group_frac"
-    return {"steps": len(history), "train_s": train_s, "acc_before": before["eval/number"],
-            "acc_after": after["eval/number"], "format_after": after["eval/format"],
+    return {"steps": len(history), "train_s": train_s, "acc_before": before["eval/rewards/number"],
+            "acc_after": after["eval/rewards/number"], "format_after": after["eval/format"],
             "zero_var_share": sum(h[zero_key] for h in history) / len(history),
             "gen_tokens": sum(h["rollout/generated_tokens"] for h in history),
             "rounds": sum(h.get("dynamic_sampling/rounds", 1.0) for h in history) / len(history)}

@@ -107,12 +107,29 @@ def decode_response(tokenizer, token_ids: list[int], finish_reason: str) -> str:
     return tokenizer.decode(ids)
 
 
+def _max_positions(hf_dir: Path) -> Optional[int]:
+    import json
+
+    try:
+        value = json.loads((Path(hf_dir) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def make_engine(settings: EvalSettings, hf_dir: Path):
     from mindr1.rollout.base import make_engine as make
 
     if settings.engine == "vllm":
+        max_model_len = settings.max_prompt_length + settings.max_new_tokens
+        limit = _max_positions(hf_dir)
+        if limit is not None and max_model_len > limit:
+            # vLLM refuses such a length at start-up; say which flags to change instead.
+            raise ValueError(f"--max-prompt-length {settings.max_prompt_length} + --max-new-tokens "
+                             f"{settings.max_new_tokens} = {max_model_len} exceeds the model's "
+                             f"max_position_embeddings {limit} ({hf_dir / 'config.json'})")
         return make("vllm", hf_dir, seed=settings.seed, tensor_parallel_size=settings.tp_size,
-                    max_model_len=settings.max_prompt_length + settings.max_new_tokens)
+                    max_model_len=max_model_len)
     return make(settings.engine, hf_dir, max_batch_size=settings.batch_size)
 
 
