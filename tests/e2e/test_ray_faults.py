@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_grpo import ROOT, grpo_command, run_grpo, step_metrics, tiny_setup  # noqa: E402,F401
+from test_ray_access import ray_dirs  # noqa: E402,F401
 
 TIMEOUT_S = 90
 
@@ -87,17 +86,16 @@ def _node_logs(tmp: Path, logs: list[Path]) -> str:
     return "\n".join(parts)
 
 
-def test_workers_on_a_second_node_joined_by_ray_start(tmp_path, tiny_setup):
+def test_workers_on_a_second_node_joined_by_ray_start(tmp_path, tiny_setup, ray_dirs):
     import secrets
-
-    import psutil
 
     from mindr1.parallel.launch import free_port
 
     port = free_port()
-    # Ray's socket paths live under RAY_TMPDIR and must stay short (AF_UNIX: 107 bytes); a session
-    # of its own also keeps other tests' Ray sessions (and their ports) out of this one.
-    ray_tmp = Path(tempfile.mkdtemp(prefix="mr1node-", dir="/tmp"))
+    # A Ray session of its own (short RAY_TMPDIR from ray_dirs, whose teardown kills what runs from it)
+    # keeps other tests' Ray sessions (and their ports) out of this one.
+    ray_tmp = ray_dirs / "t"
+    ray_tmp.mkdir()
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env = {**base, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": str(ray_tmp), "RAY_worker_niceness": "0",
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -135,14 +133,6 @@ def test_workers_on_a_second_node_joined_by_ray_start(tmp_path, tiny_setup):
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-        leftover = [q for q in psutil.process_iter(["cmdline"]) if any(str(ray_tmp) in a for a in q.info["cmdline"] or ())]
-        for q in leftover:
-            try:
-                q.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(leftover, timeout=20)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _nodes(port: int, env: dict) -> int:

@@ -121,9 +121,8 @@ class MathChecker:
         with self._lock:
             slots = self._ready_slots()
             deadline = [time.monotonic() + self.timeout_s + self.grace_s]  # moved by _collect
-            self._started: dict[int, float] = {}  # slot index -> when its item was sent
             queue = deque(sorted(range(len(pairs)), key=lambda i: len(pairs[i][1])))
-            busy: dict[int, int] = {}  # slot index -> item index
+            busy: dict[int, tuple[int, float]] = {}  # slot index -> (item index, when it was sent)
             while queue or busy:
                 self._dispatch(slots, pairs, queue, busy, deadline)
                 if not busy:
@@ -162,8 +161,7 @@ class MathChecker:
             request = json.dumps({"gold": gold, "pred": pred, "limit": limit}).encode() + b"\n"
             try:
                 self._write(slot.proc, request, deadline[0])
-                busy[k] = i
-                self._started[k] = time.monotonic()
+                busy[k] = (i, time.monotonic())
             except _WorkerLost as exc:
                 self._count(f"killed: {exc}")
                 slot.stop()
@@ -173,7 +171,7 @@ class MathChecker:
         readable, _, _ = select.select(list(fds), [], [], max(0.0, deadline[0] - time.monotonic()))
         for fd in readable:
             k = fds[fd]
-            slot, i = slots[k], busy[k]
+            slot, (i, sent) = slots[k], busy[k]
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 status = f"killed: worker exited with code {slot.proc.wait()}"
@@ -190,11 +188,11 @@ class MathChecker:
                 results[i] = (float(reply["score"]), str(reply["status"]))
                 del busy[k]
                 if reply["status"] != "timeout":  # decided work extends the batch; hostile items never do
-                    deadline[0] += min(time.monotonic() - self._started[k], self.EXTENSION_CAP_S)
+                    deadline[0] += min(time.monotonic() - sent, self.EXTENSION_CAP_S)
         if time.monotonic() >= deadline[0]:
             for k in list(busy):
                 self._count("killed: deadline passed waiting for the result")
-                results[busy[k]] = (0.0, "killed: deadline passed waiting for the result")
+                results[busy[k][0]] = (0.0, "killed: deadline passed waiting for the result")
                 slots[k].stop()
                 del busy[k]
 
