@@ -42,16 +42,15 @@ def test_hostile_batch_is_scored_within_two_item_limits(checker):
 
 def test_large_honest_batch_is_decided_in_full():
     # Far more honest work than one item's limit: GRPO scores a whole step's completions in one batch
-    # (2,048 at the 7B recipe's size), and none of it may be lost to the hostile-batch deadline.
-    c = MathChecker(timeout_s=0.5, grace_s=0.25, workers=2)
+    # (2,048 at the 7B recipe's size), and none of it may be lost to the hostile-batch deadline. With a
+    # 0.2 s limit (+ 0.1 s grace) 2,000 items (a few ms each) cannot fit in one fixed deadline on 2 workers.
+    c = MathChecker(timeout_s=0.2, grace_s=0.1, workers=2)
     try:
         c.check_batch([("1", "1"), ("2", "2")])  # both workers started and warm
-        pairs = [(str(i), f"\\frac{{{2 * i}}}{{2}}") for i in range(600)] + [("1", "2")] * 10
-        start = time.monotonic()
+        pairs = [(str(i), f"\\frac{{{2 * i}}}{{2}}") for i in range(2000)] + [("1", "2")] * 10
         scores = c.check_batch(pairs)
-        elapsed = time.monotonic() - start
-        assert scores == [1.0] * 600 + [0.0] * 10, (c.stats, elapsed)
-        assert "batch_deadline" not in c.stats and elapsed > 0.75, (c.stats, elapsed)  # longer than one limit
+        assert scores == [1.0] * 2000 + [0.0] * 10, c.stats
+        assert "batch_deadline" not in c.stats, c.stats
     finally:
         c.close()
 
