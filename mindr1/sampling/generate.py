@@ -14,7 +14,9 @@ slice per call (one per node or device group; ``mindr1 rejection-sample --task m
 Every ``--engine-batch-size`` prompts (default B) are appended to ``OUTPUT.partial``; a rerun after
 a crash continues after the last complete batch, each batch seeded by its first prompt's index so
 the result equals an uninterrupted run, and the file is renamed to ``OUTPUT`` when complete, so
-``OUTPUT`` never holds a partial result.
+``OUTPUT`` never holds a partial result. The settings that decide the rows are kept beside it in
+``OUTPUT.partial.settings.json``: a rerun with other settings (another model, N, temperature, slice
+...) is refused by name rather than appended to rows it would not have produced.
 """
 from __future__ import annotations
 
@@ -124,6 +126,49 @@ def _done_rows(partial: Path) -> int:
     return len(complete)
 
 
+# Flags that decide which rows are generated and what they hold (not where they go or how they are shown).
+RESUME_KEYS = ("pretrain", "load", "tokenizer", "dataset", "map_keys", "input_template", "apply_chat_template",
+               "prompt_type", "max_new_tokens", "prompt_max_len", "temperature", "top_p", "top_k",
+               "repetition_penalty", "best_of_n", "rollout_batch_size", "engine_batch_size", "iter", "max_samples",
+               "seed", "tp_size", "engine")
+
+
+def resume_settings(opts) -> dict:
+    """What a ``.partial`` must have been written with to be continued (paths resolved)."""
+    settings = {k: getattr(opts, k, None) for k in RESUME_KEYS}
+    for k in ("pretrain", "load", "tokenizer", "dataset"):
+        if settings[k] and "*" not in str(settings[k]) and "@" not in str(settings[k]):
+            settings[k] = str(Path(settings[k]).resolve())
+    settings["engine_batch_size"] = opts.engine_batch_size or opts.rollout_batch_size
+    settings["temperature"] = 1.0 if opts.temperature is None else opts.temperature
+    return settings
+
+
+def _check_resume(partial: Path, settings: dict, prog: str = "mindr1 generate") -> None:
+    """Refuse to continue a ``.partial`` written with other settings."""
+    side = partial.with_name(partial.name + ".settings.json")
+    if partial.exists():
+        if not side.exists():
+            raise SystemExit(f"{prog}: {partial} exists but {side.name} does not, so its settings are unknown; "
+                             "move it away (or delete it) to start again")
+        try:
+            old = json.loads(side.read_text())
+        except ValueError as e:
+            raise SystemExit(f"{prog}: {side} is not valid JSON ({e}); move {partial} away to start again")
+        diff = [f"{k}: {old.get(k)!r} then, {v!r} now" for k, v in settings.items() if old.get(k) != v]
+        if diff:
+            raise SystemExit(f"{prog}: {partial} was written with other settings ({'; '.join(diff)}); rerun with "
+                             "the same flags to continue it, or move it away to start again")
+
+
+def _record_settings(partial: Path, settings: dict) -> None:
+    side = partial.with_name(partial.name + ".settings.json")
+    if not partial.exists():
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, side)
+
+
 def run(opts) -> Path:
     from transformers import AutoTokenizer
 
@@ -138,6 +183,8 @@ def run(opts) -> Path:
     out = Path(opts.output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
+    settings = resume_settings(opts)
+    _check_resume(partial, settings)
     done = _done_rows(partial)
     todo = list(selected)[done:]
     items = [source.item(rows[i], i) for i in todo]  # every bad row is reported before any generation
@@ -149,6 +196,7 @@ def run(opts) -> Path:
     engine = _make_engine(opts, model_dir) if todo else None
     bar = _progress(len(selected), done, opts.no_progress)
     step = opts.engine_batch_size or opts.rollout_batch_size
+    _record_settings(partial, settings)
     try:
         with open(partial, "a") as fh:
             for start in range(0, len(items), step):
@@ -167,6 +215,7 @@ def run(opts) -> Path:
         if engine is not None:
             engine.close()
     os.replace(partial, out)
+    partial.with_name(partial.name + ".settings.json").unlink(missing_ok=True)
     return out
 
 

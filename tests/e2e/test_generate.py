@@ -41,17 +41,39 @@ def test_generate_writes_n_responses_per_prompt(tmp_path, engine):
 
 @pytest.mark.slow
 def test_generate_iter_slice_and_resume(tmp_path):
-    from mindr1.sampling.generate import main
+    from mindr1.sampling.generate import build_parser, main, resume_settings
 
     out = tmp_path / "iter1.jsonl"
-    # an interrupted earlier run left one complete line and a torn one: the rerun keeps the first
+    args = _args(tmp_path, "hf", "iter1.jsonl", ["--iter", "1"])
+    # an interrupted earlier run with these settings left one complete line and a torn one: the rerun keeps the first
     partial = tmp_path / "iter1.jsonl.partial"
+    side = tmp_path / "iter1.jsonl.partial.settings.json"
+    side.write_text(json.dumps(resume_settings(build_parser().parse_args(args))))
     done = {"index": 2, "output": ["kept"], "response_tokens": [1], "finish_reasons": ["stop"]}
     partial.write_text(json.dumps(done) + "\n" + '{"index": 3, "resp')
-    assert main(_args(tmp_path, "hf", "iter1.jsonl", ["--iter", "1"])) == 0
+    assert main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0] == done  # not generated again
     assert [r["index"] for r in rows] == [2]  # --max-samples 3, batch 2: slice 1 is prompt 2 only
+    assert not partial.exists() and not side.exists()
+
+
+def test_generate_refuses_to_resume_with_other_settings(tmp_path):
+    """A .partial is continued only with the settings that wrote it: another N or temperature is named."""
+    from mindr1.sampling.generate import build_parser, main, resume_settings
+
+    args = _args(tmp_path, "hf", "o.jsonl")
+    partial = tmp_path / "o.jsonl.partial"
+    side = tmp_path / "o.jsonl.partial.settings.json"
+    side.write_text(json.dumps(resume_settings(build_parser().parse_args(args))))
+    partial.write_text('{"index": 0}\n')
+    other = [a if a != "1.0" else "0.7" for a in args]  # --temperature 1.0 -> 0.7
+    with pytest.raises(SystemExit, match=r"other settings \(temperature: 1.0 then, 0.7 now\)"):
+        main(other)
+    side.unlink()
+    with pytest.raises(SystemExit, match=r"settings are unknown"):
+        main(args)
+    assert partial.read_text() == '{"index": 0}\n' and not (tmp_path / "o.jsonl").exists()
 
 
 def test_generate_bad_map_key_names_the_line(tmp_path):
