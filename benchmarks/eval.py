@@ -7,8 +7,12 @@ In one run, on the same rendered prompts and the same sampling settings:
 - ``--engines vllm``: ``mindr1 eval --engine vllm`` against vLLM's own ``LLM.generate`` over all
   prompts at once (run it in the vLLM venv).
 
-Each side is timed from its first generate call to its last result (model loading excluded);
-tokens are the generated ones up to and including the stop token. Prints tokens/s and the ratio.
+Each side is timed from its first timed generate call to its last result; model loading and one
+untimed 2-token warm-up generate on each side's own fresh engine are excluded (the first call of a
+fresh engine pays one-off set-up: about 3 s for vLLM on CPU). mindr1's time includes its scoring and
+``.partial`` log. Tokens are the generated ones up to and including the stop token. Prints tokens/s
+and the ratio. The vLLM side runs first: a transformers model run before vLLM in the same process
+leaves torch's thread pool in a state that slows vLLM-CPU's thread binding.
 
     python benchmarks/eval.py --engines hf --limit 16 --max-new-tokens 64
     .venv-vllm/bin/python benchmarks/eval.py --engines vllm,hf --limit 64 --max-new-tokens 256
@@ -48,6 +52,8 @@ def plain_hf(model_dir: Path, prompts: list, stop: list, settings) -> float:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    with torch.no_grad():  # warm-up, as mindr1's runner does
+        model.generate(input_ids=torch.tensor([prompts[0]]), max_new_tokens=2, do_sample=False, pad_token_id=stop[0])
     tokens, t0 = 0, time.perf_counter()
     for start in range(0, len(prompts), settings.batch_size):
         batch = prompts[start:start + settings.batch_size]
@@ -79,6 +85,8 @@ def plain_vllm(model_dir: Path, prompts: list, stop: list, settings) -> float:
     dtype = str(get_accelerator().default_dtype()).removeprefix("torch.")
     llm = LLM(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=True, seed=settings.seed, dtype=dtype,
               max_model_len=settings.max_prompt_length + settings.max_new_tokens)
+    llm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(max_tokens=2, temperature=0.0, detokenize=False),
+                 use_tqdm=False)  # warm-up, as mindr1's runner does
     sp = SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,
                         max_tokens=settings.max_new_tokens, stop_token_ids=stop, ignore_eos=True, detokenize=False)
     t0 = time.perf_counter()
@@ -87,9 +95,25 @@ def plain_vllm(model_dir: Path, prompts: list, stop: list, settings) -> float:
     return sum(len(c.token_ids) for o in outs for c in o.outputs) / dt
 
 
-def main() -> None:
+def side(args) -> float:
+    """One side of one engine, in this (fresh) process: tokens/s."""
     from mindr1.artifacts import smollm2_dir
     from mindr1.eval.runner import EvalSettings
+
+    model_dir = Path(args.model) if args.model else smollm2_dir()
+    settings = EvalSettings(n_samples=args.n_samples, temperature=args.temperature, top_p=1.0,
+                            max_new_tokens=args.max_new_tokens, apply_chat_template=True, engine=args.engine,
+                            batch_size=args.batch_size)
+    settings.check()
+    if args.side == "mindr1":
+        return mindr1_eval(model_dir, args.benchmark, args.limit, settings)
+    prompts, stop = prompts_for(model_dir, args.benchmark, args.limit, settings)
+    return (plain_vllm if args.engine == "vllm" else plain_hf)(model_dir, prompts, stop, settings)
+
+
+def main() -> None:
+    import subprocess
+    import sys
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="HF directory (default: real SmolLM2-135M-Instruct)")
@@ -100,22 +124,32 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--engines", default="hf", help="comma-separated: hf, vllm")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each side (orders alternate: ABBA...)")
+    p.add_argument("--side", choices=["mindr1", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--engine", help=argparse.SUPPRESS)
     args = p.parse_args()
-    model_dir = Path(args.model) if args.model else smollm2_dir()
-    warm = EvalSettings(max_new_tokens=2, apply_chat_template=True, batch_size=2)
-    # The first generate of a process pays one-off kernel set-up (seconds on CPU): pay it before timing either side.
-    plain_hf(model_dir, *prompts_for(model_dir, args.benchmark, 2, warm), warm)
+    if args.side:
+        print(json.dumps({"tokens_per_s": side(args)}))
+        return
+    # Each side runs in its own fresh process: kernel caches (oneDNN primitives, torch's thread pool)
+    # are per process, and a side run second in a process would inherit the first one's.
+    base = [a for a in sys.argv[1:]]
     for engine in args.engines.split(","):
-        settings = EvalSettings(n_samples=args.n_samples, temperature=args.temperature, top_p=1.0,
-                                max_new_tokens=args.max_new_tokens, apply_chat_template=True, engine=engine,
-                                batch_size=args.batch_size)
-        settings.check()
-        prompts, stop = prompts_for(model_dir, args.benchmark, args.limit, settings)
-        ours = mindr1_eval(model_dir, args.benchmark, args.limit, settings)
-        base = (plain_vllm if engine == "vllm" else plain_hf)(model_dir, prompts, stop, settings)
+        runs = {"mindr1": [], "plain": []}
+        for r in range(args.repeats):
+            order = ["plain", "mindr1"] if r % 2 == 0 else ["mindr1", "plain"]
+            for who in order:
+                out = subprocess.run([sys.executable, __file__, *base, "--side", who, "--engine", engine],
+                                     capture_output=True, text=True, timeout=1800)
+                if out.returncode:
+                    raise SystemExit(f"{who} {engine} failed:\n{out.stderr[-3000:]}")
+                runs[who].append(json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"])
+        ours, plain = (sum(v) / len(v) for v in (runs["mindr1"], runs["plain"]))
         name = "vLLM LLM.generate" if engine == "vllm" else "transformers generate"
-        print(f"[{engine}] {len(prompts)} prompts x {args.n_samples} x <= {args.max_new_tokens} tokens: "
-              f"mindr1 eval {ours:.1f} tok/s, {name} {base:.1f} tok/s, ratio {ours / base:.2f}x", flush=True)
+        print(f"[{engine}] {args.limit} prompts x {args.n_samples} x <= {args.max_new_tokens} tokens, "
+              f"{args.repeats} run(s) each: mindr1 eval {ours:.1f} tok/s {[round(x, 1) for x in runs['mindr1']]}, "
+              f"{name} {plain:.1f} tok/s {[round(x, 1) for x in runs['plain']]}, ratio {ours / plain:.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ Benchmark questions shorter than n words are matched by their whole word sequenc
 least ``--min-short-words`` words (shorter ones are too generic and are counted as skipped).
 
 Speed: every benchmark n-gram is hashed once into a dict (hash -> benchmark item); each training
-n-gram costs one tuple hash and one dict lookup, so 100k rows against all four benchmarks take
-seconds on one core.
+n-gram costs one tuple hash and one dict lookup (questions shorter than n words: their first
+word looked up first), so 100k GSM8K/MATH train rows against all four benchmarks take ~5 s of
+matching and ~7 s end to end on 2 cores (``benchmarks/decontaminate.py``).
 
     python tools/decontaminate.py --input train.jsonl --output clean.jsonl \\
         --map-keys '{"text": ["question", "answer"]}' --benchmarks gsm8k,math500,aime24,amc23
@@ -53,6 +54,7 @@ class NgramIndex:
         self.item_grams: dict[tuple[str, str], int] = {}
         self.boilerplate = 0
         self.short: dict[int, dict[int, tuple[str, str]]] = {}  # length -> hash -> item
+        self.short_first: dict[str, list[tuple[int, int, tuple[str, str]]]] = {}  # first word -> (length, hash, item)
         self.questions: dict[tuple[str, str], str] = {}
         self.skipped: list[tuple[str, str]] = []
 
@@ -67,7 +69,10 @@ class NgramIndex:
                 self.grams.setdefault(h, key)
                 self.item_count[h] = self.item_count.get(h, 0) + 1
         elif len(words) >= self.min_short:
-            self.short.setdefault(len(words), {}).setdefault(hash(tuple(words)), key)
+            h = hash(tuple(words))
+            if h not in self.short.setdefault(len(words), {}):
+                self.short[len(words)][h] = key
+                self.short_first.setdefault(words[0], []).append((len(words), h, key))
         else:
             self.skipped.append(key)
 
@@ -88,16 +93,31 @@ class NgramIndex:
         rule) the first shared n-gram decides; above 0 the best-covered item must reach it.
         """
         words = normalise(text)
+        n, grams = self.n, self.grams
         hits: dict[tuple[str, str], set] = {}
-        for length, table in [(self.n, self.grams)] + sorted(self.short.items()):
-            for i in range(len(words) - length + 1):
-                h = hash(tuple(words[i:i + length]))
-                key = table.get(h)
-                if key is None:
-                    continue
-                if min_coverage <= 0:
-                    return key, " ".join(words[i:i + length]), self._coverage(key, {h})
-                hits.setdefault(key, set()).add(h)
+        # every n-gram of the text hashed in C (zip of shifted lists), intersected with the index
+        common = set(map(hash, zip(*(words[k:] for k in range(n))))) & grams.keys() if len(words) >= n else ()
+        if common and min_coverage <= 0:
+            for i in range(len(words) - n + 1):  # report the first shared n-gram of the text
+                h = hash(tuple(words[i:i + n]))
+                if h in common:
+                    key = grams[h]
+                    return key, " ".join(words[i:i + n]), self._coverage(key, {h})
+        for h in common:
+            hits.setdefault(grams[h], set()).add(h)
+        # Short questions: one dict lookup per word (their first word), not one pass per length.
+        short_hits = []
+        firsts = self.short_first.keys() & set(words) if self.short_first else ()
+        if firsts:
+            for i, word in enumerate(words):
+                for length, h, key in (self.short_first[word] if word in firsts else ()):
+                    if i + length <= len(words) and hash(tuple(words[i:i + length])) == h:
+                        short_hits.append((length, i, h, key))
+        if short_hits and min_coverage <= 0:
+            length, i, h, key = min(short_hits, key=lambda t: t[:2])  # as a pass per length, shortest first
+            return key, " ".join(words[i:i + length]), self._coverage(key, {h})
+        for length, i, h, key in short_hits:
+            hits.setdefault(key, set()).add(h)
         if not hits:
             return None
         key = max(hits, key=lambda k: (self._coverage(k, hits[k]), k))

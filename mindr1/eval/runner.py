@@ -161,6 +161,14 @@ def generate_chunk(engine, renderer, tokenizer, settings, checker, items, seed, 
     return records
 
 
+def warm_up(engine, prompt_ids: list[int], stop_ids: list[int]) -> None:
+    """One untimed 2-token generate: the first call of a fresh engine pays one-off set-up (about
+    3 s for vLLM on CPU), part of starting the engine like loading the weights, not of throughput."""
+    from mindr1.rollout.base import SamplingParams
+
+    engine.generate([prompt_ids], SamplingParams(n=1, temperature=0.0, max_tokens=2, stop_token_ids=stop_ids))
+
+
 class Progress:
     """tqdm over samples with samples/s and generated tokens/s (ETA from tqdm)."""
 
@@ -200,6 +208,7 @@ def evaluate_model(model: MD.EvalModel, benches: list[B.Benchmark], settings: Ev
     engine = make_engine(settings, hf_dir)
     try:
         stop_ids = sorted(set(renderer.stop_ids()) | set(engine.eos_token_ids))
+        warm_up(engine, renderer.ids(renderer.text(todo[0][1].items[0].question)), stop_ids)
         for bi, bench in todo:
             done = log.done(model.name, bench.name)
             bar = Progress(len(bench.items) * settings.n_samples, done * settings.n_samples, not progress,
