@@ -141,7 +141,7 @@ def chunk_seed(settings: EvalSettings, benchmark_index: int, start: int) -> Opti
 
 def generate_chunk(engine, renderer, tokenizer, settings, checker, items, seed, stop_ids) -> list[dict]:
     """Generate and score one chunk of items; records for the .partial log (model/benchmark added by the caller)."""
-    from mindr1.eval.scoring import score_item
+    from mindr1.eval.scoring import score_items
     from mindr1.rollout.base import SamplingParams
 
     texts = [renderer.text(it.question) for it in items]
@@ -149,16 +149,13 @@ def generate_chunk(engine, renderer, tokenizer, settings, checker, items, seed, 
                             top_k=settings.top_k, max_tokens=settings.max_new_tokens, stop_token_ids=stop_ids,
                             seed=seed)
     groups = engine.generate([renderer.ids(t) for t in texts], params)
-    records = []
-    for item, text, group in zip(items, texts, groups):
-        responses = [decode_response(tokenizer, c.token_ids, c.finish_reason) for c in group]
-        scored = score_item(text, responses, item.answer, checker, settings.require_format,
-                            lengths=[len(c.token_ids) for c in group],
-                            truncated=[c.finish_reason == "length" for c in group])
-        records.append({"id": item.id, "prompt": text, "gold": item.answer, "responses": responses,
-                        "finish_reasons": [c.finish_reason for c in group],
-                        "token_ids": [list(c.token_ids) for c in group], **scored})
-    return records
+    responses = [[decode_response(tokenizer, c.token_ids, c.finish_reason) for c in group] for group in groups]
+    scored = score_items(texts, responses, [it.answer for it in items], checker, settings.require_format,
+                         lengths=[[len(c.token_ids) for c in group] for group in groups],
+                         truncated=[[c.finish_reason == "length" for c in group] for group in groups])
+    return [{"id": item.id, "prompt": text, "gold": item.answer, "responses": resp,
+             "finish_reasons": [c.finish_reason for c in group], "token_ids": [list(c.token_ids) for c in group],
+             **sc} for item, text, resp, group, sc in zip(items, texts, responses, groups, scored)]
 
 
 def warm_up(engine, prompt_ids: list[int], stop_ids: list[int]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from mindr1.eval import metrics as M
 from mindr1.eval.benchmarks import BenchmarkError, load_benchmark, parse_benchmarks
-from mindr1.eval.scoring import answer_classes, score_item
+from mindr1.eval.scoring import answer_classes, score_item, score_items
 from mindr1.rl.rewards.answers import extract_final_answer
 from mindr1.rl.rewards.math_checker import MathChecker
 
@@ -68,6 +68,18 @@ def test_maj_at_k_treats_half_forms_as_one_answer(checker):
     # one vote per form: 3 votes for a half against 2 for 3
     assert M.maj_at_k(item["classes"], item["class_correct"], 6) == 1.0
     assert M.maj_at_k(item["classes"], item["class_correct"], 1) == 1.0
+
+
+def test_score_items_batches_a_chunk_as_score_item_scores_each(checker):
+    """The runner scores a chunk in one verifier batch: the records equal item-by-item scoring."""
+    chunk = [("q1", ["so \\boxed{1/2}", "\\boxed{0.5}", "7"], "0.5"),
+             ("q2", ["\\boxed{\\frac{\\sqrt{8}}{2}}", "#### 3", "<answer>\\sqrt{2}</answer>"], "\\sqrt{2}"),
+             ("q3", ["\\boxed{x^2+2x+1}", "\\boxed{(x+1)^2}"], "(x+1)^2")]
+    batched = score_items([q for q, _, _ in chunk], [r for _, r, _ in chunk], [g for _, _, g in chunk], checker,
+                          lengths=[[1] * len(r) for _, r, _ in chunk])
+    single = [score_item(q, r, g, checker, lengths=[1] * len(r)) for q, r, g in chunk]
+    assert batched == single
+    assert [b["correct"] for b in batched] == [[True, True, False], [True, False, True], [True, True]]
 
 
 def test_summarize_and_overall_on_a_table():
