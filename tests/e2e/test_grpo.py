@@ -90,17 +90,24 @@ EXPECTED = ["reward/mean", "reward/std", "rewards/acc", "rewards/format", "respo
 
 
 # The tiny config's first two steps as recorded before the DAPO / GSPO / rollout-correction /
-# asynchronous-rollout work (commit 102c9bc): max_staleness 0 must stay today's synchronous loop, bit
-# for bit. (fp32 on CPU, one thread per worker; a different CPU's kernels may change the last bits.)
-TODAY = {1: {"actor/loss": 0.0, "actor/pg_loss": 0.0, "actor/kl_loss": 0.0, "actor/grad_norm": 0.0,
-             "actor/entropy": 10.790265083312988, "response_length/mean": 16.0},
-         2: {"actor/loss": 0.0, "actor/pg_loss": 0.0, "actor/kl_loss": 0.0, "actor/grad_norm": 0.0,
-             "actor/entropy": 10.79027509689331, "response_length/mean": 16.0}}
+# asynchronous-rollout work (commit 102c9bc, run with the same TODAY_RUN overrides): max_staleness 0
+# must stay today's synchronous loop, bit for bit. The entropy bonus makes step 1 move the weights
+# (every reward of the random model is 0, so the policy-gradient term is 0), so step 2's KL term,
+# loss and gradient norm depend on step 1's update; 2 PPO epochs over 2 mini-batches = 4 updates a
+# step. (fp32 on CPU, one thread per worker; a different CPU's kernels may change the last bits.)
+TODAY_RUN = ("training.train_iters=2", "actor_rollout_ref.actor_rollout.entropy_coeff=0.01",
+             "actor_rollout_ref.actor_rollout.ppo_epochs=2")
+TODAY = {1: {"actor/loss": -0.10782597493380308, "actor/pg_loss": 0.0, "actor/kl_loss": 0.009216755861416459,
+             "actor/grad_norm": 0.0021429833754498034, "actor/entropy": 10.79181444644928,
+             "response_length/mean": 16.0},
+         2: {"actor/loss": -0.10794499143958092, "actor/pg_loss": 0.0, "actor/kl_loss": 0.003780375700443983,
+             "actor/grad_norm": 0.0011739842516420042, "actor/entropy": 10.798279762268066,
+             "response_length/mean": 16.0}}
 
 
 def test_tiny_grpo_metrics_checkpoint_and_exact_resume(tmp_path, tiny_setup):
     full = tmp_path / "full"
-    run_grpo(full, tiny_setup, "training.train_iters=2")
+    run_grpo(full, tiny_setup, *TODAY_RUN)
     metrics = step_metrics(full)
     for step, expected in TODAY.items():
         assert {k: metrics[step][k] for k in expected} == expected, step
@@ -114,8 +121,8 @@ def test_tiny_grpo_metrics_checkpoint_and_exact_resume(tmp_path, tiny_setup):
     assert (full / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
 
     part = tmp_path / "part"
-    run_grpo(part, tiny_setup, "training.train_iters=2", "training.exit_after_iters=1")
-    resumed = run_grpo(part, tiny_setup, "training.train_iters=2")
+    run_grpo(part, tiny_setup, *TODAY_RUN, "training.exit_after_iters=1")
+    resumed = run_grpo(part, tiny_setup, *TODAY_RUN)
     assert "resuming GRPO from step 1" in resumed.stdout + resumed.stderr
     again = step_metrics(part)
     for key in ("reward/mean", "response_length/mean", "actor/loss", "actor/entropy", "actor/grad_norm",

@@ -64,24 +64,22 @@ def _check_judge_pass(out: Path, judged_expected=None) -> dict:
 
 @pytest.mark.slow
 def test_stage3_end_to_end_on_real_smollm2(tmp_path, smollm2_dir):
-    data = _gsm8k(tmp_path / "prompts.jsonl", 16)
-    gen = tmp_path / "generate_output.jsonl"
-    _run(["tools/rejection_sampling.py", "--task", "generate_vllm", "--pretrain", str(smollm2_dir),
-          "--dataset", data, "--map-keys", '{"prompt":"question","gt_answer":"answer","response":""}',
-          "--apply-chat-template", "--best-of-n", "4", "--max-new-tokens", "32", "--temperature", "0.7",
-          "--top-p", "0.8", "--repetition-penalty", "1.05", "--rollout-batch-size", "16", "--iter", "0",
-          "--engine", "hf", "--no-progress", "--output-path", str(gen)])
-    rows = _read(gen)
+    """examples/cpu/rejection_sampling_smollm2.sh as a user runs it: generation in two --iter slices
+    on 16 real GSM8K train prompts (N=4), --task merge, rules + SmolLM2 as judge, preprocessing, and
+    2 SFT steps from the converted checkpoint, every step through the user's entry points."""
+    work = tmp_path / "work"
+    env = dict(os.environ, PYTHON=sys.executable, WORK=str(work))
+    proc = subprocess.run(["bash", "examples/cpu/rejection_sampling_smollm2.sh"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert "per filter (checked / failed / dropped):" in proc.stdout
+    rows = _read(work / "generate_output.jsonl")
     assert [r["index"] for r in rows] == list(range(16)) and all(len(r["output"]) == 4 for r in rows)
+    assert not list(work.glob("*.partial*"))
 
     # rules against the ground truth; the rule-rejected responses go to SmolLM2 as a quality judge
     # (a 135M model neither solves GSM8K in 32 tokens nor follows the verdict format: ANCHORS.md)
-    out = tmp_path / "rejection_sampling_output.jsonl"
-    _run(["tools/rejection_sampling.py", "--task", "rejection_sampling", "--pretrain", str(smollm2_dir),
-          "--dataset", str(gen), "--map-keys", RS_KEYS, "--use-rules", "--judge-scope", "rule_rejected",
-          "--judge-template", "configs/rejection_sampling/judge_quality_short.txt", "--min-judge-score", "1",
-          "--keep-truncated", "--max-new-tokens", "3", "--prompt-max-len", "1024", "--temperature", "0",
-          "--engine", "hf", "--no-progress", "--output-path", str(out)])
+    out = work / "rejection_sampling_output.jsonl"
     report = _check_judge_pass(out)
     rules = report["filters"]["rules"]
     assert rules["checked"] == 64 and rules["dropped"] == 0  # rule rejects wait for the judge
@@ -92,22 +90,9 @@ def test_stage3_end_to_end_on_real_smollm2(tmp_path, smollm2_dir):
     kept = _read(out)
     assert kept and all(r["scores"].get("rules") == 1.0 or r["scores"].get("judge") is not None for r in kept)
     assert len({r["index"] for r in kept}) == len(kept)  # one per prompt
+    assert list((work / "data").glob("rejection_sampling_output*.idx"))  # the stage-3 SFT dataset
 
-    prefix = tmp_path / "data" / "rejection_sampling_output"
-    _run(["tools/preprocess_data.py", "--input", str(out), "--tokenizer-name-or-path", str(smollm2_dir),
-          "--output-prefix", str(prefix), "--handler-name", "AlpacaStyleInstructionHandler",
-          "--tokenizer-type", "PretrainedFromHF", "--workers", "1", "--log-interval", "1000", "--prompt-type", "chatml",
-          "--map-keys", '{"prompt":"prompt","query":"","response":"output"}', "--seq-length", "256",
-          "--no-progress-bar"])
-    mg = tmp_path / "mg"
-    _run(["tools/convert_ckpt.py", "--load-model-type", "hf", "--save-model-type", "mg",
-          "--target-tensor-parallel-size", "1", "--target-pipeline-parallel-size", "1",
-          "--load-dir", str(smollm2_dir), "--save-dir", str(mg)])
-    save = tmp_path / "sft"
-    _run(["-m", "mindr1.cli", "sft", f"data_path={prefix}", f"load={mg}", f"save={save}", "finetune=true",
-          "train_iters=2", "micro_batch_size=1", "global_batch_size=1", "seq_length=256", "lr=1e-5",
-          "lr_decay_style=constant", "save_interval=2"], timeout=900)
-    losses = [json.loads(line) for line in open(save / "metrics.jsonl")]
+    losses = [json.loads(line) for line in open(work / "sft" / "metrics.jsonl")]
     steps = {r["step"]: r["loss"] for r in losses if "loss" in r}
     assert sorted(steps) == [1, 2] and all(math.isfinite(v) for v in steps.values())
 
