@@ -3,7 +3,8 @@
 Same model, the same GSM8K train prompts (rendered once, by mindr1's renderer, so both sides see
 identical token ids) and the same sampling settings. Each side runs in its own process, one after
 the other, and is timed end to end (engine start, generation, decoding, writing), since that is what
-a user waits for:
+a user waits for; the imports of torch, transformers and vLLM (several seconds on CPU, the same for
+both) are done before each side's timer starts:
 
 - generation: `--task generate_vllm` vs `LLM(...)` + `LLM.generate(prompt_token_ids, n=N)`;
 - judging: `--task rejection_sampling` (judge only) over that output vs `LLM.generate` on the same
@@ -34,9 +35,16 @@ def _common(args) -> list[str]:
     return ["--pretrain", args.model, "--engine", "vllm", "--no-progress", "--seed", "1234"]
 
 
+def _import_engines() -> None:
+    """What both sides import anyway, before their timers start (a side must not pay another's imports)."""
+    import transformers  # noqa: F401
+    import vllm  # noqa: F401
+
+
 def side_gen_ours(args) -> dict:
     from mindr1.sampling.rejection import main
 
+    _import_engines()
     start = time.perf_counter()
     main(["--task", "generate_vllm", *_common(args), "--dataset", args.data, "--map-keys", KEYS_GEN,
           "--apply-chat-template", "--best-of-n", str(args.n), "--max-new-tokens", str(args.max_new_tokens),
@@ -67,6 +75,7 @@ def side_gen_vllm(args) -> dict:
 
     from mindr1.sampling.prompts import PromptSource, load_rows
 
+    _import_engines()
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(args.model)
     source = PromptSource(tok, json.loads(KEYS_GEN), True, None, 1024)
@@ -92,6 +101,7 @@ def _judge_flags(args) -> list[str]:
 def side_judge_ours(args, prefix_caching: bool) -> dict:
     from mindr1.sampling.rejection import main
 
+    _import_engines()
     start = time.perf_counter()
     flags = _judge_flags(args) + (["--enable-prefix-caching"] if prefix_caching else []) + ["--output-path", args.out]
     try:
@@ -114,6 +124,7 @@ def side_judge_vllm(args) -> dict:
     from mindr1.sampling.judge import JudgeTemplate
     from mindr1.sampling.prompts import PromptSource
 
+    _import_engines()
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(args.model)
     template = JudgeTemplate.load("verdict")

@@ -159,6 +159,9 @@ def problem_text(prompt) -> str:
 
 # ---------------------------------------------------------------------------------------- stages
 
+RULES_BATCH = 256  # responses per verifier batch (its progress step)
+
+
 def stage_truncated(cands: list[Candidate]) -> int:
     checked = 0
     for c in cands:
@@ -171,21 +174,30 @@ def stage_truncated(cands: list[Candidate]) -> int:
 
 
 def stage_rules(cands: list[Candidate], opts, pending: bool) -> int:
-    """math-verify of each live response; with ``pending`` a failure waits for the judge."""
+    """math-verify of each live response; with ``pending`` a failure waits for the judge.
+
+    Responses go to the checker's worker pool in batches of ``RULES_BATCH`` (checked in parallel,
+    each under its own time limit), not one call after the other."""
     from mindr1.rl.rewards.answers import extract_any_answer
     from mindr1.rl.rewards.math_checker import MathChecker
-    from mindr1.rl.rewards.verifiers import score_answer
+    from mindr1.rl.rewards.verifiers import score_answers
 
     extract = extract_any_answer if opts.rule_answer == "any" else None
     checker = MathChecker(timeout_s=opts.rule_timeout_s)
     live = [c for c in cands if c.alive]
+    bar = generate._progress(len(live), 0, opts.no_progress, "rules", "response")
     try:
-        for c in _bar(live, "rules", opts):
-            score = score_answer(c.text, c.group.gt_answer, checker, extract=extract)
-            c.scores["rules"] = score
-            if not score:
-                c.fail("rules", "final answer differs from gt_answer or was not found", drop=not pending)
+        for start in range(0, len(live), RULES_BATCH):
+            part = live[start:start + RULES_BATCH]
+            scores = score_answers([c.text for c in part], [c.group.gt_answer for c in part], checker,
+                                   extract=extract)
+            for c, score in zip(part, scores):
+                c.scores["rules"] = score
+                if not score:
+                    c.fail("rules", "final answer differs from gt_answer or was not found", drop=not pending)
+            bar.update(len(part))
     finally:
+        bar.close()
         checker.close()
     return len(live)
 
@@ -261,12 +273,6 @@ def _apply_judgement(c: Candidate, text: str, mode: str, opts, parse_verdict, pa
         return "below_min_score"
     c.recovered = "rules" in c.failed
     return "accepted"
-
-
-def _bar(items, desc: str, opts):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="response", disable=opts.no_progress, file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------- run
