@@ -184,7 +184,8 @@ def step_parity(res: Result) -> Result:
 
 def _logits_worker(rank, world, hf_dir, tokens, spec, dtypes):
     from mindr1.models.arch import load_arch
-    from mindr1.models.megatron import build_model, gather_vocab_parallel, load_hf_weights
+    from mindr1.models.megatron import build_model, load_hf_weights
+    from mindr1.models.vocab_parallel import gather_vocab_parallel
     from mindr1.parallel.state import ParallelContext
     from mindr1.parallel.topology import Topology
 

@@ -2,8 +2,15 @@
 
 The model description (ModelArch) stays plain; parallelism is applied here, from outside: the
 TransformerConfig carries TP/PP sizes, the layer spec is the local one (transformer-engine's when
-it imports on a GPU), and each rank builds only its own stage. Must be called inside a
-:class:`mindr1.parallel.state.ParallelContext`.
+it imports on a GPU, with its fused kernels), and each rank builds only its own stage. Must be
+called inside a :class:`mindr1.parallel.state.ParallelContext`.
+
+This module is the model boundary for names: whatever spec built the model, its tensors leave
+and enter it (:func:`named_tensors`, :func:`local_state_dict`, :func:`load_state_dict`) under
+the checkpoint's naming, Megatron-LM's local-spec names. transformer-engine's spec fuses the two
+RMSNorms into the linears that follow them (``...linear_qkv.layer_norm_weight`` for
+``...input_layernorm.weight``); the translation is applied here once, so checkpointing, weight
+sync and conversion never see the TE names.
 """
 from __future__ import annotations
 
@@ -69,8 +76,51 @@ def transformer_config(arch: ModelArch, topology: Topology, dtype: Optional[torc
         gradient_accumulation_fusion=False,
         init_method_std=0.02,
     )
+    kwargs.update(fused_overrides())
     kwargs.update(overrides)
     return TransformerConfig(**kwargs)
+
+
+def fused_overrides() -> dict:
+    """TransformerConfig switches for the fused kernels this machine has (none on CPU).
+
+    With transformer-engine: fused RoPE (TE's kernel) and fused SwiGLU; attention is TE's
+    DotProductAttention (flash / cuDNN fused) and the norms are fused into TE's
+    LayerNormColumnParallelLinear by the spec itself. Gradient-accumulation fusion also needs
+    apex's ``fused_weight_gradient_mlp_cuda`` (megatron's own output layer refuses it otherwise).
+    """
+    import importlib.util
+
+    if not _use_transformer_engine():
+        return {}
+    out = {"apply_rope_fusion": True, "bias_activation_fusion": True}
+    if importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is not None:
+        out["gradient_accumulation_fusion"] = True
+    return out
+
+
+def describe_kernels() -> str:
+    """Which layer spec and fused kernels :func:`build_model` uses on this machine (for the log)."""
+    if _use_transformer_engine():
+        fused = fused_overrides()
+        return ("transformer-engine spec: TE attention (flash/fused), RMSNorm fused into the qkv/fc1 linears, "
+                "fused RoPE, fused SwiGLU, gradient-accumulation fusion "
+                + ("on" if fused.get("gradient_accumulation_fusion") else "off (no fused_weight_gradient_mlp_cuda)"))
+    why = "not a CUDA device" if not get_accelerator().is_cuda else "transformer_engine does not import"
+    return f"local spec: torch attention, RMSNorm, RoPE and SwiGLU ({why})"
+
+
+_said: list[str] = []
+
+
+def _say_kernels_once() -> None:
+    """Print the spec / kernel choice once per process, on global rank 0 (the run's log)."""
+    import torch.distributed as dist
+
+    if _said or (dist.is_initialized() and dist.get_rank() != 0):
+        return
+    _said.append(describe_kernels())
+    print(f"[mindr1] model: {_said[0]}", flush=True)
 
 
 def layer_spec(arch: ModelArch):
@@ -103,6 +153,7 @@ def build_model(arch: ModelArch, topology: Topology, dtype: Optional[torch.dtype
     scaling = arch.rope_scaling or {}
     if scaling.get("rope_type", scaling.get("type")) == "llama3":
         rope_kwargs = {"rope_scaling": True, "rope_scaling_factor": float(scaling.get("factor", 8.0))}
+    _say_kernels_once()
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(arch),
@@ -121,14 +172,26 @@ def build_model(arch: ModelArch, topology: Topology, dtype: Optional[torch.dtype
     return model
 
 
+def named_tensors(model) -> dict[str, torch.Tensor]:
+    """The stage's live parameters and buffers by checkpoint (local-spec) name, whatever spec built it.
+
+    ``model``: a GPTModel (unwrap DDP first). Values are the model's own Parameter objects (their
+    ``tensor_model_parallel`` attributes intact), without TE's ``_extra_state`` entries.
+    """
+    from mindr1.models.adapter import from_te_names
+
+    return from_te_names({k: v for k, v in model.state_dict(keep_vars=True).items()
+                          if not k.endswith("_extra_state") and v is not None})
+
+
 def local_state_dict(model) -> dict[str, torch.Tensor]:
-    """The model's tensors by mcore name, without the ``_extra_state`` entries."""
-    return {k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state") and v is not None}
+    """The stage's tensors (detached) by checkpoint name: what a checkpoint stores."""
+    return {k: v.detach() for k, v in named_tensors(model).items()}
 
 
 def load_state_dict(model, state: dict[str, torch.Tensor]) -> None:
-    """Load a rank's mcore state dict; every weight must be present and of the right shape."""
-    own = local_state_dict(model)
+    """Load a rank's state dict by checkpoint name; every weight must be present and of the right shape."""
+    own = named_tensors(model)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -153,51 +216,3 @@ def load_hf_weights(model, arch: ModelArch, hf_dir: str | Path, topology: Topolo
                                           ps.get_pipeline_model_parallel_rank(), topology.pp,
                                           num_layer_list=num_layer_list)
     load_state_dict(model, state)
-
-
-def gather_vocab_parallel(logits_BSV: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """All-gather vocab-parallel logits over TP and drop the padded vocabulary rows."""
-    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
-    full = gather_from_tensor_model_parallel_region(logits_BSV)
-    return full[..., :vocab_size]
-
-
-def mask_padded_vocab(logits_BSV: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Set the logits of padded vocabulary rows to -inf on this TP rank's slice.
-
-    Megatron pads the vocabulary to a multiple of ``make_vocab_size_divisible_by * TP``; the padded
-    rows would otherwise take part in the softmax, so losses and log-probs would depend on TP and
-    differ from HF transformers and the rollout engine.
-    """
-    from megatron.core import parallel_state as ps
-
-    local = logits_BSV.shape[-1]
-    start = ps.get_tensor_model_parallel_rank() * local
-    n_real = max(0, min(local, vocab_size - start))
-    if n_real == local:
-        return logits_BSV
-    return torch.cat([logits_BSV[..., :n_real],
-                      torch.full_like(logits_BSV[..., n_real:], float("-inf"))], dim=-1)
-
-
-def vocab_parallel_logprobs(logits_BSV: torch.Tensor, labels_BS: torch.Tensor, vocab_size: int,
-                            temperature: float = 1.0, consume_logits: bool = False) -> torch.Tensor:
-    """log p(label) from vocab-parallel logits (padded rows excluded), differentiable, fp32.
-
-    ``consume_logits``: the caller never reads ``logits_BSV`` again (a loss function given the
-    model's output), so fp32 logits are handed to megatron's in-place cross entropy without the
-    copy that otherwise protects them (a (B, S, V/TP) fp32 tensor per micro-batch); same result.
-    """
-    from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
-
-    # megatron's vocab_parallel_cross_entropy works in place on its input: never hand it the
-    # caller's tensor (``.float()`` of fp32 logits is the same tensor), so callers may reuse logits.
-    if temperature != 1.0:
-        logits = logits_BSV.float() / temperature
-    elif consume_logits or logits_BSV.dtype != torch.float32:
-        logits = logits_BSV.float()  # a new tensor unless the logits are fp32 and the caller is done with them
-    else:
-        logits = logits_BSV.clone()
-    logits = mask_padded_vocab(logits, vocab_size)
-    return -vocab_parallel_cross_entropy(logits, labels_BS)

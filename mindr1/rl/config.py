@@ -117,7 +117,10 @@ class ActorRolloutConfig:
     policy_loss: str = "clip"
     """Policy loss (registered in mindr1.rl.algos): clip (PPO/GRPO/DAPO) or gspo (sequence-level ratio)."""
     entropy_coeff: float = ranged(0.0, ge=0)
-    """Entropy bonus coefficient (entropy is always logged)."""
+    """Entropy bonus coefficient."""
+    entropy_metric_interval: int = ranged(1, ge=0)
+    """With entropy_coeff 0, log the policy's entropy every this many steps (0: never, and it is not computed). It is
+    computed vocab-parallel, without gathering the vocabulary; with a non-zero entropy_coeff it is every step."""
     loss_agg_mode: str = "token_mean"
     """token_mean, seq_mean_token_mean, seq_mean_token_sum or seq_mean_token_sum_norm."""
     lr: float = ranged(1e-6, ge=0)

@@ -41,7 +41,7 @@ def megatron_logits(model, arch: ModelArch, token_ids: Sequence[int], timeout_s:
     """
     from megatron.core import parallel_state as ps
 
-    from mindr1.models.megatron import gather_vocab_parallel
+    from mindr1.models.vocab_parallel import gather_vocab_parallel
 
     model = _unwrap(model)
     pp_group, pp_rank = ps.get_pipeline_model_parallel_group(), ps.get_pipeline_model_parallel_rank()

@@ -39,6 +39,7 @@ from mindr1.models.adapter import (
     layer_rules, merge_rule, pp_layer_ranges, unpad_vocab,
 )
 from mindr1.models.arch import ModelArch
+from mindr1.models.megatron import named_tensors
 
 DEFAULT_BUCKET_MB = 256
 DEFAULT_TIMEOUT_S = 600.0
@@ -73,13 +74,6 @@ def _unwrap(model):
 
 # ----------------------------------------------------------------------------- TP gather per unit
 
-def _local_tensors(model) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    params.update({k: v for k, v in model.state_dict(keep_vars=True).items()
-                   if k not in params and not k.endswith("_extra_state") and v is not None})
-    return params
-
-
 def _gather(tensor: torch.Tensor, tp_group, tp_size: int, timeout_s: float) -> list[torch.Tensor]:
     if tp_size == 1:
         return [tensor.detach()]
@@ -105,7 +99,7 @@ def stage_hf_tensors(model, arch: ModelArch, pp_rank: int, pp_size: int, tp_grou
     projection, ...), so a rank holds at most one tensor's shards plus its HF pieces. On TP ranks
     other than 0 it yields nothing but takes part in the gathers.
     """
-    params = _local_tensors(_unwrap(model))
+    params = named_tensors(_unwrap(model))  # checkpoint names, whatever the layer spec
     is_writer = tp_group is None or tp_size == 1 or dist.get_rank(tp_group) == 0
 
     def vocab(mc_name: str) -> Optional[torch.Tensor]:

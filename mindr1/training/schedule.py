@@ -4,7 +4,7 @@ One small layer over ``get_forward_backward_func``: a micro-batch is a dict of t
 (``tokens``, ``position_ids``, ``labels``, ``loss_mask``, optional ``attention_mask``) and a loss
 function turns the last stage's vocab-parallel logits ``(B, S, V/TP)`` into
 ``(loss, num_tokens, metrics)``. The loss is computed here rather than inside GPTModel so that
-padded vocabulary rows can be excluded from the softmax (see ``models.megatron.mask_padded_vocab``). Losses are
+padded vocabulary rows can be excluded from the softmax (see ``models.vocab_parallel``). Losses are
 normalised by a global valid-token count passed in by the caller, never by the number of
 micro-batches, so results do not change with micro-batch size, accumulation or DP size
 (the TransformerConfig is built with ``calculate_per_token_loss=True`` so the schedule does not
@@ -22,7 +22,7 @@ LossFn = Callable[[torch.Tensor, dict], tuple]
 
 def token_loss_sum(logits_BSV: torch.Tensor, batch: dict, global_valid_tokens: float, vocab_size: int) -> tuple:
     """SFT loss: per-token cross entropy summed over ``loss_mask``, divided by the global valid-token count."""
-    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.models.vocab_parallel import vocab_parallel_logprobs
 
     logp_BS = vocab_parallel_logprobs(logits_BSV, batch["labels"], vocab_size, consume_logits=True)
     mask_BS = batch["loss_mask"].to(logp_BS.dtype)

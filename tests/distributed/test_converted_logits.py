@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _capture_logits(logits_BSV, batch, vocab_size):
-    from mindr1.models.megatron import gather_vocab_parallel
+    from mindr1.models.vocab_parallel import gather_vocab_parallel
 
     full = gather_vocab_parallel(logits_BSV, vocab_size).detach()
     return logits_BSV.sum() * 0.0, torch.tensor(0, dtype=torch.int), {"logits": full}

@@ -18,7 +18,8 @@ PROMPT = [{"role": "user", "content": "Natalia sold clips to 48 of her friends i
 
 
 def _megatron_logits(rank, world, tp, hf_dir, tokens):
-    from mindr1.models.megatron import build_model, gather_vocab_parallel, load_hf_weights
+    from mindr1.models.megatron import build_model, load_hf_weights
+    from mindr1.models.vocab_parallel import gather_vocab_parallel
     from mindr1.parallel.state import ParallelContext
     from mindr1.parallel.topology import Topology
 

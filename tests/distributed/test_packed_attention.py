@@ -6,7 +6,8 @@ from mindr1.parallel.launch import spawn
 
 def _logits(rank, world, batches):
     from mindr1.models.arch import load_arch
-    from mindr1.models.megatron import build_model, gather_vocab_parallel
+    from mindr1.models.megatron import build_model
+    from mindr1.models.vocab_parallel import gather_vocab_parallel
     from mindr1.parallel.state import ParallelContext
     from mindr1.parallel.topology import Topology
 
@@ -32,7 +33,7 @@ def test_packed_equals_separate():
 
 
 def _logprobs_keep_logits(rank, world):
-    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.models.vocab_parallel import vocab_parallel_logprobs
     from mindr1.parallel.state import ParallelContext
     from mindr1.parallel.topology import Topology
 

@@ -17,7 +17,8 @@ def _settings(agg: str):
 
     return ActorSettings(save=None, micro_batch_size=4, mini_batch_size=4, ppo_epochs=1, shuffle=False,
                          temperature=1.0, clip_low=0.2, clip_high=0.28, clip_ratio_c=3.0, policy_loss="clip",
-                         old_logp_from_engine=False, mismatch_threshold=1.0, entropy_coef=0.0, kl_kind="low_var_kl",
+                         old_logp_from_engine=False, mismatch_threshold=1.0, entropy_coef=0.0, entropy_metric_interval=1,
+                         kl_kind="low_var_kl",
                          agg=agg, max_response_length=R, lr=1e-6, min_lr=0.0, lr_decay_style="constant",
                          lr_warmup_iters=0, lr_decay_iters=1, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
                          clip_grad=1.0, use_distributed_optimizer=False)

@@ -7,7 +7,7 @@ import torch
 
 @pytest.mark.parametrize("vocab, padded", [(50, 50), (45, 50)])
 def test_consumed_logits_give_the_same_loss_and_grads(mcore_single_process, vocab, padded):
-    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.models.vocab_parallel import vocab_parallel_logprobs
     from mindr1.training.schedule import token_loss_sum
 
     gen = torch.Generator().manual_seed(0)

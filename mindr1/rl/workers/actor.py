@@ -51,6 +51,7 @@ class ActorSettings:
     old_logp_from_engine: bool
     mismatch_threshold: float
     entropy_coef: float
+    entropy_metric_interval: int
     kl_kind: str
     agg: str
     max_response_length: int
@@ -67,7 +68,8 @@ class ActorSettings:
 
 
 def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_size: int, kl_coef: float,
-                 num_valid_tokens: float, num_sequences: float, num_response_tokens: float) -> tuple:
+                 num_valid_tokens: float, num_sequences: float, num_response_tokens: float,
+                 with_entropy: bool = True) -> tuple:
     """The GRPO loss of one micro-batch (its share of the mini-batch's global mean) and metrics.
 
     Old log-probs: the trainer's from before the update (``old_logp_BR``), the engine's with
@@ -75,15 +77,20 @@ def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_
     (on-policy). The trainer-vs-engine gap is measured here against the pre-update log-probs when
     the temperature is 1 (the engines report temperature-1 log-probs; otherwise the controller
     measures it with a temperature-1 forward). ``loss_mask_B`` (overlong filtering) drops rows from
-    the loss; ``is_weights_BR`` (rollout correction) weighs the policy loss.
+    the loss; ``is_weights_BR`` (rollout correction) weighs the policy loss. The entropy is
+    computed when its coefficient is non-zero or ``with_entropy`` (a metric step).
     """
-    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.models.vocab_parallel import vocab_parallel_logp_entropy
     from mindr1.rl.algos import grpo_loss
 
-    # Entropy first: megatron's vocab-parallel cross entropy rewrites fp32 logits in place.
-    entropy_BR = _entropy_BR(logits_BSV, mb["positions_BR"], vocab_size, s.temperature, s.entropy_coef != 0)
-    logp_BR = gather_response_BR(vocab_parallel_logprobs(logits_BSV, mb["labels"], vocab_size, s.temperature),
-                                 mb["positions_BR"])
+    # One vocab-parallel pass (no gathered vocabulary); entropy only for a bonus or a metric step.
+    logp_BS, entropy_BS = vocab_parallel_logp_entropy(logits_BSV, mb["labels"], vocab_size, s.temperature,
+                                                      with_entropy=with_entropy or s.entropy_coef != 0,
+                                                      consume_logits=True)
+    logp_BR = gather_response_BR(logp_BS, mb["positions_BR"])
+    entropy_BR = None if entropy_BS is None else gather_response_BR(entropy_BS, mb["positions_BR"])
+    if entropy_BR is not None and s.entropy_coef == 0:
+        entropy_BR = entropy_BR.detach()
     response_mask_BR = mask_BR = mb["response_mask_BR"]
     if "loss_mask_B" in mb:
         mask_BR = mask_BR * mb["loss_mask_B"].unsqueeze(1)
@@ -109,20 +116,6 @@ def grpo_loss_fn(logits_BSV: torch.Tensor, mb: dict, *, s: ActorSettings, vocab_
         metrics.update(logp_mismatch_metrics(before_BR, mb["rollout_logp_BR"], response_mask_BR, s.mismatch_threshold,
                                              num_valid_tokens=num_response_tokens))
     return loss, mask_BR.sum().to(torch.int), {k: v.detach().float().cpu() for k, v in metrics.items()}
-
-
-def _entropy_BR(logits_BSV: torch.Tensor, positions_BR: torch.Tensor, vocab_size: int, temperature: float,
-                grad: bool) -> torch.Tensor:
-    """Entropy of the (temperature-scaled) policy at the response positions; TP shards gathered."""
-    from mindr1.models.megatron import gather_vocab_parallel
-    from mindr1.rl.algos import entropy_from_logits
-
-    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        S, V = logits_BSV.shape[1], logits_BSV.shape[2]
-        pos_BR = positions_BR.clamp(0, S - 1)
-        picked_BRV = logits_BSV.gather(1, pos_BR.unsqueeze(-1).expand(-1, -1, V))
-        full_BRV = gather_vocab_parallel(picked_BRV, vocab_size).float() / temperature
-        return entropy_from_logits(full_BRV)
 
 
 class ActorWorker(MegatronWorker):
@@ -174,10 +167,11 @@ class ActorWorker(MegatronWorker):
         from mindr1.rl.algos import iter_ppo_minibatches
 
         s = self.settings
+        with_entropy = bool(s.entropy_metric_interval) and step % s.entropy_metric_interval == 0
         history = []
         for _epoch, idx in iter_ppo_minibatches(len(batch), s.mini_batch_size, s.ppo_epochs, shuffle=s.shuffle,
                                                 seed=seed * 100_003 + step):
-            history.append(self._train_minibatch(batch.select(idx), kl_coef))
+            history.append(self._train_minibatch(batch.select(idx), kl_coef, with_entropy))
         if not self.is_output_rank:
             return None
         keys = history[0].keys()
@@ -185,7 +179,7 @@ class ActorWorker(MegatronWorker):
                 **{k: (max(h[k] for h in history) if k in MAX_METRICS else sum(h[k] for h in history) / len(history))
                    for k in keys}}
 
-    def _train_minibatch(self, mini: RolloutBatch, kl_coef: float) -> dict:
+    def _train_minibatch(self, mini: RolloutBatch, kl_coef: float, with_entropy: bool) -> dict:
         from mindr1.training.optim import optimizer_step, zero_grads
         from mindr1.training.schedule import run_pipeline
 
@@ -193,7 +187,7 @@ class ActorWorker(MegatronWorker):
         loss_fn = partial(grpo_loss_fn, s=s, vocab_size=self.arch.vocab_size, kl_coef=kl_coef,
                           num_valid_tokens=float(max(mini.num_loss_tokens, 1)),
                           num_sequences=float(max(mini.num_loss_sequences, 1)),
-                          num_response_tokens=float(max(mini.num_response_tokens, 1)))
+                          num_response_tokens=float(max(mini.num_response_tokens, 1)), with_entropy=with_entropy)
         micro = self._to_device(self.local_share(mini).trimmed().micro_batches(s.micro_batch_size))
         zero_grads([self.model], self.optimizer)
         outputs = run_pipeline([self.model], micro, loss_fn)

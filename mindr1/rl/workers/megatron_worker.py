@@ -50,7 +50,7 @@ def resolve_arch(spec: ModelSpec):
 
 def logprob_loss_fn(logits_BSV: torch.Tensor, mb: dict, vocab_size: int, temperature: float) -> tuple:
     """Forward-only 'loss': the response tokens' log-probs, returned as metrics (loss 0)."""
-    from mindr1.models.megatron import vocab_parallel_logprobs
+    from mindr1.models.vocab_parallel import vocab_parallel_logprobs
 
     logp_BS = vocab_parallel_logprobs(logits_BSV, mb["labels"], vocab_size, temperature)
     logp_BR = gather_response_BR(logp_BS, mb["positions_BR"]) * mb["response_mask_BR"]
